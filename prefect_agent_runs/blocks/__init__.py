@@ -1,0 +1,19 @@
+"""Prefect blocks: credentials per backend, and ``AgentRunJob`` (a saved run to trigger)."""
+
+from __future__ import annotations
+
+from prefect_agent_runs.blocks.credentials import (
+    AgentRunsCredentials,
+    AssistantsCredentials,
+    LangGraphCredentials,
+    ProjectThreadsCredentials,
+    WorkflowRunsCredentials,
+)
+
+__all__ = [
+    "AgentRunsCredentials",
+    "AssistantsCredentials",
+    "LangGraphCredentials",
+    "ProjectThreadsCredentials",
+    "WorkflowRunsCredentials",
+]

@@ -1,0 +1,650 @@
+"""The one HTTP transport every backend goes through.
+
+It owns: timeouts, connection limits, the User-Agent, tenacity retries per DESIGN.md's
+rules, ``Retry-After`` / ``retry-after-ms`` / ``x-should-retry``, mapping of error answers
+to :mod:`prefect_agent_runs.errors` (also for bodies that are not JSON), and redaction of
+secrets from every message it builds. No backend has a retry loop of its own.
+
+Retry rules (:class:`RetryMode`):
+
+* ``IDEMPOTENT`` (GET, list, join, cancel, delete): retried on connect errors, timeouts,
+  408, 409, 429 and 5xx, with full-jitter exponential backoff, honoring the server's delay.
+* ``CREATE`` (a POST that starts something): retried only when it provably did not reach
+  the server or was refused before being processed (connect error, pool timeout, 429).
+  Anything else (a read timeout, a 5xx) is raised with ``maybe_created`` semantics so the
+  backend can look the run up before sending again.
+* ``NEVER``: sent once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import enum
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_base, wait_random_exponential
+
+from prefect_agent_runs._version import __version__
+from prefect_agent_runs.errors import (
+    AgentRunsError,
+    ApiError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    ServerError,
+    TransportError,
+    Unauthorized,
+)
+
+__all__ = [
+    "USER_AGENT",
+    "RetryMode",
+    "RetryPolicy",
+    "Transport",
+    "TransportStats",
+    "error_from_response",
+    "redact",
+]
+
+logger = logging.getLogger("prefect_agent_runs.http")
+
+USER_AGENT = f"prefect-agent-runs/{__version__}"
+SNIPPET_CHARS = 300
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524})
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class RetryMode(str, enum.Enum):
+    """Which failures of a request may be retried (see the module docstring)."""
+
+    IDEMPOTENT = "idempotent"
+    CREATE = "create"
+    NEVER = "never"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the transport retries.
+
+    Attributes:
+        max_retries: Retries after the first attempt (0: send once).
+        initial_backoff_seconds: The first backoff's upper bound (full jitter).
+        max_backoff_seconds: Cap of one backoff.
+        max_retry_after_seconds: A server-requested delay is honored up to this; a longer
+            one is clamped to it (and logged).
+    """
+
+    max_retries: int = 3
+    initial_backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 8.0
+    max_retry_after_seconds: float = 60.0
+
+
+@dataclass
+class TransportStats:
+    """Counters of what a transport did; read by tests and benchmarks.
+
+    Attributes:
+        requests: HTTP requests sent (every attempt counts).
+        retries: Attempts that were retries.
+        by_status: Responses per status code (0 for no response).
+    """
+
+    requests: int = 0
+    retries: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every secret (and every bearer token) in ``text`` with ``***``.
+
+    Args:
+        text: Any text that may be shown to a person or logged.
+        secrets: The secret values to hide (short values, under 4 characters, are ignored
+            so that a test key like "x" does not mangle every message).
+    """
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return re.sub(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+", r"\1***", text)
+
+
+def _snippet(text: str, secrets: Iterable[str]) -> str:
+    flat = " ".join(text.split())
+    if len(flat) > SNIPPET_CHARS:
+        flat = flat[:SNIPPET_CHARS] + "…"
+    return redact(flat, secrets)
+
+
+def parse_retry_after(
+    headers: httpx.Headers, *, now: Callable[[], float] = time.time
+) -> float | None:
+    """The delay a response asks for, in seconds: ``retry-after-ms``, then ``Retry-After``.
+
+    ``Retry-After`` may be seconds or an HTTP date. Returns None when absent or unusable.
+    """
+    ms = headers.get("retry-after-ms")
+    if ms:
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(ms) / 1000.0)
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value.strip() else None
+        if parsed is None:
+            return None
+        return max(0.0, parsed.timestamp() - now())
+
+
+def _server_message(body: Any) -> tuple[str | None, str | None, dict[str, list[str]]]:
+    """Pull (message, code, field_errors) out of the error shapes the platforms use."""
+    message: str | None = None
+    code: str | None = None
+    fields: dict[str, list[str]] = {}
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):  # OpenAI / Azure, Linkage
+            message = _str_or_none(err.get("message"))
+            code = _str_or_none(err.get("code")) or _str_or_none(err.get("type"))
+        elif isinstance(err, str):
+            message = err
+        if message is None:
+            message = _str_or_none(body.get("message"))  # Cortex, project threads
+        detail = body.get("detail")
+        if isinstance(detail, str):  # FastAPI / LangGraph, problem+json
+            title = body.get("title")
+            message = message or (f"{title}: {detail}" if isinstance(title, str) else detail)
+        elif isinstance(detail, list):  # FastAPI validation errors
+            for item in detail:
+                if isinstance(item, dict):
+                    loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+                    fields.setdefault(loc or "body", []).append(str(item.get("msg", item)))
+            message = message or "; ".join(f"{k}: {', '.join(v)}" for k, v in fields.items())
+        errors = body.get("errors")
+        if isinstance(errors, dict):  # ASP.NET ProblemDetails
+            for name, msgs in errors.items():
+                fields[str(name)] = [str(m) for m in (msgs if isinstance(msgs, list) else [msgs])]
+            message = message or _str_or_none(body.get("title"))
+            if fields:
+                message = f"{message or 'invalid request'} ({_fields_text(fields)})"
+        if message is None and isinstance(body.get("title"), str):
+            message = body["title"]
+    elif isinstance(body, str):
+        message = body
+    return message, code, fields
+
+
+def _fields_text(fields: Mapping[str, list[str]]) -> str:
+    return "; ".join(f"{k}: {', '.join(v)}" for k, v in fields.items())
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+_STATUS_CLASSES: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    422: BadRequest,
+    429: RateLimited,
+}
+
+_HINTS: dict[type[ApiError], str] = {
+    Unauthorized: "check the api_key / token of the credentials block",
+    Forbidden: "the credentials are not allowed to do this; check their scope or project",
+    NotFound: "check the id and the base_url",
+    RateLimited: "lower max_concurrency or wait for the quota to reset",
+    ServerError: "the server or a proxy in front of it failed; retry later",
+}
+
+
+def error_from_response(
+    response: httpx.Response,
+    *,
+    backend: str,
+    action: str,
+    secrets: Iterable[str] = (),
+) -> ApiError:
+    """Build the :class:`ApiError` subclass that describes an error response.
+
+    Never raises on an unusual body: a non-JSON body (an HTML 502 page from a proxy) is
+    reported by a short snippet.
+
+    Args:
+        response: The error response (its body must have been read).
+        backend: Backend name, first word of the message.
+        action: What was being done, e.g. ``"get run run_1 on thread t_1"``.
+        secrets: Values to redact from the message.
+    """
+    secrets = list(secrets)
+    status = response.status_code
+    text = response.text
+    body: Any = None
+    is_json = False
+    if text.strip():
+        try:
+            body = json.loads(text)
+            is_json = True
+        except ValueError:
+            body = None
+    message, code, fields = _server_message(body) if is_json else (None, None, {})
+    cls = _STATUS_CLASSES.get(status) or (ServerError if status >= 500 else ApiError)
+    if not is_json and text.strip() and 200 <= status < 300:
+        cls = ServerError
+    said = (
+        message
+        if message
+        else (f"non-JSON body: {_snippet(text, secrets)}" if text.strip() else "empty body")
+    )
+    request_id = response.headers.get("x-request-id") or response.headers.get("x-correlation-id")
+    parts = [f"{backend}: {action} failed: HTTP {status} {response.reason_phrase}".rstrip()]
+    parts.append(f": {said}")
+    if request_id:
+        parts.append(f" (request id {request_id})")
+    hint = _HINTS.get(cls)
+    if hint:
+        parts.append(f". {hint}")
+    text_message = redact("".join(parts), secrets)
+    kwargs: dict[str, Any] = {
+        "status_code": status,
+        "code": code,
+        "request_id": request_id,
+        "backend": backend,
+        "body_snippet": _snippet(text, secrets) if text else None,
+    }
+    if cls is BadRequest:
+        return BadRequest(text_message, field_errors=fields, **kwargs)
+    if cls is RateLimited:
+        return RateLimited(text_message, retry_after=parse_retry_after(response.headers), **kwargs)
+    return cls(text_message, **kwargs)
+
+
+class _RetryableError(Exception):
+    """Internal: carries a retryable failure through tenacity."""
+
+    def __init__(self, error: AgentRunsError, delay_hint: float | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.delay_hint = delay_hint
+
+
+class _wait_hint_or_backoff(wait_base):
+    """tenacity wait: the server's delay (clamped) when it sent one, else jittered backoff."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.backoff = wait_random_exponential(
+            multiplier=policy.initial_backoff_seconds, max=policy.max_backoff_seconds
+        )
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        if isinstance(exc, _RetryableError) and exc.delay_hint is not None:
+            if exc.delay_hint > self.policy.max_retry_after_seconds:
+                logger.warning(
+                    "server asked to wait %.1fs; waiting %.1fs (max_retry_after_seconds)",
+                    exc.delay_hint,
+                    self.policy.max_retry_after_seconds,
+                )
+            return min(exc.delay_hint, self.policy.max_retry_after_seconds)
+        return float(self.backoff(retry_state))
+
+
+def _response_is_retryable(response: httpx.Response, mode: RetryMode) -> bool:
+    should = response.headers.get("x-should-retry")
+    if should == "false":
+        return False
+    if mode is RetryMode.NEVER:
+        return False
+    if mode is RetryMode.CREATE:
+        return response.status_code == 429 or should == "true"
+    return should == "true" or response.status_code in RETRYABLE_STATUS
+
+
+class Transport:
+    """One HTTP client per backend instance: every request of a backend goes through it.
+
+    Args:
+        backend: The backend's name, used in every message.
+        base_url: The API root.
+        headers: Headers sent on every request (auth included: they are never logged).
+        secrets: Secret values to redact from messages and logs.
+        params: Query parameters sent on every request (Azure's ``api-version``).
+        request_timeout_seconds: Timeout of one HTTP request (connect, read, write, pool).
+        max_retries: Transport retries after the first attempt.
+        max_concurrency: Connections the pool may open (and requests in flight).
+        retry_policy: Overrides ``max_retries`` and the backoff bounds.
+        sleep: The sleep used between retries (inject a fake one in tests).
+        http_client: Use this ``httpx.AsyncClient`` instead of building one (tests, respx).
+        error_hook: Called with each :class:`ApiError` before it is raised; may return a
+            replacement (e.g. "the Assistants API was retired here").
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: str,
+        base_url: str,
+        headers: Mapping[str, str] | None = None,
+        secrets: Iterable[str] = (),
+        params: Mapping[str, str] | None = None,
+        request_timeout_seconds: float = 30.0,
+        max_retries: int = 3,
+        max_concurrency: int = 32,
+        retry_policy: RetryPolicy | None = None,
+        sleep: Sleep | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        error_hook: Callable[[ApiError], ApiError] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.base_url = base_url.rstrip("/")
+        self.secrets = [s for s in secrets if s]
+        self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
+        self.request_timeout_seconds = request_timeout_seconds
+        self._sleep: Sleep = sleep or asyncio.sleep
+        self._error_hook = error_hook
+        self.stats = TransportStats()
+        self.max_concurrency = max_concurrency
+        self._slots: asyncio.Semaphore | None = None
+        all_headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        all_headers.update(headers or {})
+        self._owns_client = http_client is None
+        if http_client is None:
+            http_client = httpx.AsyncClient(
+                base_url=self.base_url,
+                # The pool never times out: _slots bounds requests in flight instead, so
+                # thousands of waiters can queue for max_concurrency connections.
+                timeout=httpx.Timeout(request_timeout_seconds, pool=None),
+                limits=httpx.Limits(
+                    max_connections=max_concurrency,
+                    max_keepalive_connections=max_concurrency,
+                ),
+                headers=all_headers,
+                params=dict(params or {}),
+                follow_redirects=False,
+            )
+        else:
+            http_client.headers.update(all_headers)
+            if params:
+                http_client.params = http_client.params.merge(dict(params))
+        self.client = http_client
+
+    def __repr__(self) -> str:
+        return f"Transport(backend={self.backend!r}, base_url={self.base_url!r})"
+
+    async def __aenter__(self) -> Transport:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool (only if this transport built it)."""
+        if self._owns_client:
+            await self.client.aclose()
+
+    def _raise_api_error(self, response: httpx.Response, action: str) -> ApiError:
+        error = error_from_response(
+            response, backend=self.backend, action=action, secrets=self.secrets
+        )
+        if self._error_hook is not None:
+            error = self._error_hook(error)
+        return error
+
+    def _transport_error(self, exc: httpx.HTTPError, action: str) -> TransportError:
+        reached: bool | None = None
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+            reached = False
+        kind = type(exc).__name__
+        detail = redact(str(exc) or kind, self.secrets)
+        where = (
+            "before reaching the server"
+            if reached is False
+            else "(the server may have received it)"
+        )
+        return TransportError(
+            f"{self.backend}: {action} failed {where}: {kind}: {detail} [{self.base_url}]",
+            backend=self.backend,
+            reached_server=reached,
+        )
+
+    @property
+    def slots(self) -> asyncio.Semaphore:
+        """The semaphore that bounds requests in flight to ``max_concurrency``."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_concurrency)
+        return self._slots
+
+    async def _send_once(
+        self,
+        method: str,
+        path: str,
+        *,
+        action: str,
+        mode: RetryMode,
+        json_body: Any,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+        timeout: float | None,
+    ) -> httpx.Response:
+        self.stats.requests += 1
+        request_timeout = (
+            httpx.Timeout(timeout) if timeout is not None else httpx.USE_CLIENT_DEFAULT
+        )
+        try:
+            async with self.slots:
+                response = await self.client.request(
+                    method,
+                    path,
+                    json=json_body,
+                    params=_clean_params(params),
+                    headers=dict(headers or {}),
+                    timeout=request_timeout,
+                )
+        except httpx.HTTPError as exc:
+            self.stats.by_status[0] = self.stats.by_status.get(0, 0) + 1
+            error = self._transport_error(exc, action)
+            retryable = mode is RetryMode.IDEMPOTENT or (
+                mode is RetryMode.CREATE and error.reached_server is False
+            )
+            if retryable:
+                raise _RetryableError(error, None) from exc
+            raise error from exc
+        self.stats.by_status[response.status_code] = (
+            self.stats.by_status.get(response.status_code, 0) + 1
+        )
+        if response.status_code >= 400:
+            api_error = self._raise_api_error(response, action)
+            if _response_is_retryable(response, mode):
+                raise _RetryableError(api_error, parse_retry_after(response.headers))
+            raise api_error
+        return response
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        action: str,
+        mode: RetryMode = RetryMode.IDEMPOTENT,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        """Send a request with the retry rules of ``mode``; return a 2xx/3xx response.
+
+        Args:
+            method: HTTP method.
+            path: Path relative to ``base_url`` (ids already quoted by the backend).
+            action: What this request does, for messages (``"get run r1 on thread t1"``).
+            mode: Which failures may be retried.
+            json: JSON body.
+            params: Query parameters (None values are dropped).
+            headers: Extra headers for this request.
+            timeout: Overrides ``request_timeout_seconds`` for this request (join waits).
+
+        Raises:
+            ApiError: The server answered with an error (after retries, when allowed).
+            TransportError: No usable answer (after retries, when allowed).
+        """
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retry_policy.max_retries + 1),
+            wait=_wait_hint_or_backoff(self.retry_policy),
+            retry=retry_if_exception(lambda e: isinstance(e, _RetryableError)),
+            sleep=self._sleep,
+            reraise=True,
+            before_sleep=self._log_retry,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        self.stats.retries += 1
+                    return await self._send_once(
+                        method,
+                        path,
+                        action=action,
+                        mode=mode,
+                        json_body=json,
+                        params=params,
+                        headers=headers,
+                        timeout=timeout,
+                    )
+        except _RetryableError as exc:
+            raise exc.error from exc.__cause__
+        raise AssertionError(
+            "unreachable: tenacity returned without an outcome"
+        )  # pragma: no cover
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        logger.info(
+            "%s (attempt %d of %d, retrying in %.2fs)",
+            exc,
+            state.attempt_number,
+            self.retry_policy.max_retries + 1,
+            delay,
+        )
+
+    async def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        action: str,
+        mode: RetryMode = RetryMode.IDEMPOTENT,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Like :meth:`request`, and decode the JSON body.
+
+        An empty body decodes to None. A body that is not JSON raises :class:`ServerError`
+        with a snippet of it, never a JSONDecodeError.
+        """
+        response = await self.request(
+            method,
+            path,
+            action=action,
+            mode=mode,
+            json=json,
+            params=params,
+            headers=headers,
+            timeout=timeout,
+        )
+        return self.decode(response, action)
+
+    def decode(self, response: httpx.Response, action: str) -> Any:
+        """Decode a successful response's JSON body, or raise :class:`ServerError`."""
+        text = response.text
+        if not text.strip():
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ServerError(
+                f"{self.backend}: {action}: HTTP {response.status_code} answered a body that is "
+                f"not JSON: {_snippet(text, self.secrets)}",
+                status_code=response.status_code,
+                backend=self.backend,
+                body_snippet=_snippet(text, self.secrets),
+            ) from None
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        action: str,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """Open a streaming response (SSE). Not retried here: the caller resumes.
+
+        Yields:
+            The open response, status already checked (an error status raises the mapped
+            :class:`ApiError` after reading the body).
+        """
+        self.stats.requests += 1
+        stream_timeout = httpx.Timeout(self.request_timeout_seconds, read=timeout, pool=None)
+        try:
+            async with (
+                self.slots,
+                self.client.stream(
+                    method,
+                    path,
+                    json=json,
+                    params=_clean_params(params),
+                    headers={"Accept": "text/event-stream", **(headers or {})},
+                    timeout=stream_timeout,
+                ) as response,
+            ):
+                self.stats.by_status[response.status_code] = (
+                    self.stats.by_status.get(response.status_code, 0) + 1
+                )
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise self._raise_api_error(response, action)
+                yield response
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, action) from exc
+
+
+def _clean_params(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not params:
+        return None
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        else:
+            out[key] = value
+    return out

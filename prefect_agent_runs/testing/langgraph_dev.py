@@ -1,0 +1,279 @@
+"""Run the real LangGraph Agent Server (``langgraph dev``) for tests, demos and benchmarks.
+
+The server runs in memory, offline, with the deterministic ``echo`` graph from
+:mod:`prefect_agent_runs.testing.langgraph_app.graph` (no LLM). Needs the
+``langgraph`` extra: ``pip install "prefect-agent-runs[langgraph]"``.
+
+Example:
+    ```python
+    import httpx
+    from prefect_agent_runs.testing.langgraph_dev import LangGraphDevServer
+
+    with LangGraphDevServer() as server:
+        run = httpx.post(
+            f"{server.base_url}/runs/wait",
+            json={"assistant_id": server.graph_id,
+                  "input": {"messages": [{"role": "user", "content": "hi"}]}},
+        ).json()
+    ```
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+from prefect_agent_runs.testing._ports import find_free_port
+
+__all__ = ["GRAPH_ID", "LangGraphDevServer", "find_langgraph_executable"]
+
+GRAPH_ID = "echo"
+"""The graph id (and default assistant id) of the echo graph on the dev server."""
+
+_INSTALL_HINT = (
+    "The LangGraph Agent Server is not installed: "
+    'pip install "prefect-agent-runs[langgraph]" '
+    '(installs "langgraph-cli[inmem]", langgraph and langgraph-sdk).'
+)
+_APP_DIR = Path(__file__).resolve().parent / "langgraph_app"
+_STOP_GRACE_SECONDS = 10.0
+# environment variables that could make the server talk to LangSmith / LangChain services
+_NETWORK_ENV_TO_DROP = (
+    "LANGSMITH_API_KEY",
+    "LANGCHAIN_API_KEY",
+    "LANGSMITH_CONTROL_PLANE_API_KEY",
+    "LANGGRAPH_CLOUD_LICENSE_KEY",
+    "LANGSMITH_ENDPOINT",
+    "LANGCHAIN_ENDPOINT",
+)
+
+
+def find_langgraph_executable() -> str:
+    """Find the ``langgraph`` CLI with the in-memory server.
+
+    Looks next to ``sys.executable`` first (the active virtual environment), then on
+    ``PATH``.
+
+    Returns:
+        The path of the ``langgraph`` executable.
+
+    Raises:
+        RuntimeError: If ``langgraph-cli[inmem]`` is not installed.
+    """
+    if importlib.util.find_spec("langgraph_cli") is None or (
+        importlib.util.find_spec("langgraph_api") is None
+    ):
+        raise RuntimeError(_INSTALL_HINT)
+    name = "langgraph.exe" if os.name == "nt" else "langgraph"
+    candidate = Path(sys.executable).parent / name
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    found = shutil.which("langgraph")
+    if found is None:
+        raise RuntimeError(_INSTALL_HINT)
+    return found
+
+
+class LangGraphDevServer:
+    """The real LangGraph Agent Server serving the ``echo`` graph, as a context manager.
+
+    Starts ``langgraph dev --no-browser --no-reload`` on a loopback port from a temporary
+    directory holding a generated ``langgraph.json``, waits until ``GET /ok`` answers and
+    stops the whole process group on exit. The server keeps everything in memory.
+
+    Args:
+        port: The port to listen on; a free one is picked when ``None``.
+        n_jobs_per_worker: How many runs the server executes at once.
+        startup_timeout_seconds: How long to wait for ``GET /ok`` before giving up.
+
+    Example:
+        ```python
+        with LangGraphDevServer() as server:
+            print(server.base_url, server.graph_id)
+        ```
+    """
+
+    graph_id: str = GRAPH_ID
+
+    def __init__(
+        self,
+        port: int | None = None,
+        n_jobs_per_worker: int = 64,
+        startup_timeout_seconds: float = 60.0,
+    ) -> None:
+        self.port: int = port if port is not None else find_free_port()
+        self.n_jobs_per_worker = n_jobs_per_worker
+        self.startup_timeout_seconds = startup_timeout_seconds
+        self.startup_seconds: float | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._tmpdir: Path | None = None
+        self._log_file: Path | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The server's base URL, ``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path | None:
+        """The file receiving the server's stdout and stderr (``None`` before start)."""
+        return self._log_file
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> LangGraphDevServer:
+        """Start the server and wait until it answers ``GET /ok``.
+
+        Returns:
+            This server.
+
+        Raises:
+            RuntimeError: If the CLI is missing, or the server exits or does not answer
+                within ``startup_timeout_seconds`` (the message holds the log's tail).
+        """
+        if self._process is not None:
+            raise RuntimeError("LangGraphDevServer is already started")
+        executable = find_langgraph_executable()
+        tmpdir = Path(tempfile.mkdtemp(prefix="prefect-agent-runs-langgraph-"))
+        self._tmpdir = tmpdir
+        config = {
+            "dependencies": [str(_APP_DIR)],
+            "graphs": {GRAPH_ID: f"{_APP_DIR / 'graph.py'}:graph"},
+        }
+        config_path = tmpdir / "langgraph.json"
+        config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+        self._log_file = tmpdir / "server.log"
+        env = {k: v for k, v in os.environ.items() if k not in _NETWORK_ENV_TO_DROP}
+        env.update(
+            {
+                "LANGSMITH_TRACING": "false",
+                "LANGSMITH_TRACING_V2": "false",
+                "LANGCHAIN_TRACING_V2": "false",
+                "LANGCHAIN_TRACING": "false",
+                "LANGGRAPH_CLI_NO_ANALYTICS": "1",
+                "LANGGRAPH_METRICS_ENABLED": "false",
+                "PYTHONUNBUFFERED": "1",
+                "NO_COLOR": "1",
+            }
+        )
+        command = [
+            executable,
+            "dev",
+            "--no-browser",
+            "--no-reload",
+            "--config",
+            str(config_path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n-jobs-per-worker",
+            str(self.n_jobs_per_worker),
+        ]
+        started = time.monotonic()
+        with open(self._log_file, "wb") as log:
+            self._process = subprocess.Popen(
+                command,
+                cwd=tmpdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            self._wait_until_ready(started)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def _wait_until_ready(self, started: float) -> None:
+        deadline = started + self.startup_timeout_seconds
+        url = f"{self.base_url}/ok"
+        while True:
+            assert self._process is not None
+            code = self._process.poll()
+            if code is not None:
+                raise RuntimeError(
+                    f"langgraph dev exited with code {code} before answering {url}.\n"
+                    f"{self._log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=2.0) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"langgraph dev did not answer {url} within "
+                    f"{self.startup_timeout_seconds:g} s.\n{self._log_tail()}"
+                )
+            time.sleep(0.1)
+
+    def _log_tail(self, lines: int = 40) -> str:
+        if self._log_file is None or not self._log_file.exists():
+            return "(no server log)"
+        text = self._log_file.read_text(encoding="utf-8", errors="replace")
+        tail = "\n".join(text.splitlines()[-lines:])
+        return f"--- last lines of {self._log_file} ---\n{tail}"
+
+    def stop(self) -> None:
+        """Stop the server's process group: SIGTERM, then SIGKILL after 10 s.
+
+        Then removes the temporary directory (with the server log). Calling ``stop``
+        twice is harmless.
+        """
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            self._signal_group(process, signal.SIGTERM)
+            try:
+                process.wait(timeout=_STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                self._signal_group(process, signal.SIGKILL)
+                process.wait()
+        if process is not None:
+            # children left behind by the CLI (the group outlives its leader)
+            self._signal_group(process, signal.SIGKILL)
+        tmpdir, self._tmpdir = self._tmpdir, None
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+    @staticmethod
+    def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        if os.name == "nt":  # pragma: no cover - no process groups on Windows
+            if sig == signal.SIGTERM:
+                process.terminate()
+            else:
+                process.kill()
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, sig)
+
+    def __enter__(self) -> LangGraphDevServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,313 @@
+"""The one wait engine: observe a run until it is terminal, within a deadline.
+
+A backend gives the engine one *observation step*: a poll (``GET`` the run) or a long
+poll / server push (LangGraph ``join``). The engine repeats it, composed from tenacity
+strategies like the transport's retries:
+
+* ``retry``: while the run is not terminal, and through transient errors (a proxy's
+  502, a dropped connection): a flaky API never fails the wait while the remote run
+  carries on; ``max_poll_errors`` consecutive errors do.
+* ``wait``: the server's hint (``openai-poll-after-ms``) when it sent one, else jittered
+  exponential backoff from ``poll_interval_seconds`` to ``max_poll_interval_seconds``;
+  never past the deadline.
+* ``stop``: a monotonic deadline, ``timeout_seconds`` from the start of the wait, read
+  from an injectable clock (tests never sleep).
+
+When the deadline passes, the remote run is cancelled (``cancel_on_timeout``) and
+:class:`~prefect_agent_runs.errors.RunTimedOut` is raised. When the waiting coroutine is
+cancelled (a Prefect cancellation, SIGTERM, a task timeout), the remote run is cancelled
+too before the cancellation propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tenacity import AsyncRetrying, RetryCallState, RetryError
+from tenacity.retry import retry_base
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
+
+from prefect_agent_runs.errors import (
+    AgentRunsError,
+    ApiError,
+    RateLimited,
+    RunCancelled,
+    RunError,
+    RunExpired,
+    RunFailed,
+    RunRequiresAction,
+    RunTimedOut,
+    ServerError,
+    TransportError,
+)
+from prefect_agent_runs.models import Run, RunStatus
+
+__all__ = [
+    "Clock",
+    "Observation",
+    "PollPolicy",
+    "Sleep",
+    "cancel_quietly",
+    "is_transient",
+    "raise_for_outcome",
+    "wait_for_terminal",
+]
+
+logger = logging.getLogger("prefect_agent_runs.waiting")
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """How long and how often to wait for a run.
+
+    Attributes:
+        timeout_seconds: How long to wait for a terminal state (None: no limit).
+        cancel_on_timeout: Cancel the remote run when that deadline passes.
+        poll_interval_seconds: The first interval between two observations.
+        max_poll_interval_seconds: The backoff's cap.
+        backoff_multiplier: Growth of the interval after each non-terminal observation.
+        jitter: Random share (0..1) taken off each interval, so many waiters spread out.
+        max_poll_errors: Consecutive transient errors tolerated before the wait fails.
+        honor_server_hints: Follow the server's poll hint (``openai-poll-after-ms``).
+    """
+
+    timeout_seconds: float | None = None
+    cancel_on_timeout: bool = True
+    poll_interval_seconds: float = 1.0
+    max_poll_interval_seconds: float = 15.0
+    backoff_multiplier: float = 1.5
+    jitter: float = 0.2
+    max_poll_errors: int = 10
+    honor_server_hints: bool = True
+
+    def __post_init__(self) -> None:
+        if self.timeout_seconds is not None and self.timeout_seconds < 0:
+            raise ValueError("timeout_seconds must be >= 0 or None")
+        if self.poll_interval_seconds <= 0:
+            raise ValueError("poll_interval_seconds must be > 0")
+        if self.max_poll_interval_seconds < self.poll_interval_seconds:
+            raise ValueError("max_poll_interval_seconds must be >= poll_interval_seconds")
+        if not 0.0 <= self.jitter < 1.0:
+            raise ValueError("jitter must be in [0, 1)")
+
+    def with_overrides(self, **changes: Any) -> PollPolicy:
+        """A copy with the given fields changed (None values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One look at a run, as a step returns it.
+
+    Attributes:
+        run: The run's state now.
+        poll_after_seconds: The server's hint for the next look, if it sent one.
+    """
+
+    run: Run
+    poll_after_seconds: float | None = None
+
+
+Step = Callable[[float | None], Awaitable[Observation]]
+"""An observation step; its argument is the seconds left before the deadline (or None)."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors a wait should ride out: transport errors, 429, 5xx."""
+    return isinstance(exc, (TransportError, RateLimited, ServerError)) or (
+        isinstance(exc, ApiError) and exc.status_code in (408, 409)
+    )
+
+
+class _Deadline:
+    def __init__(self, timeout_seconds: float | None, clock: Clock) -> None:
+        self.clock = clock
+        self.at = None if timeout_seconds is None else clock() + timeout_seconds
+
+    def remaining(self) -> float | None:
+        return None if self.at is None else max(0.0, self.at - self.clock())
+
+    def passed(self) -> bool:
+        remaining = self.remaining()
+        return remaining is not None and remaining <= 0.0
+
+
+class _retry_until_terminal(retry_base):
+    def __init__(self, policy: PollPolicy) -> None:
+        self.policy = policy
+        self.errors_in_a_row = 0
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        if outcome is None:
+            return True
+        if outcome.failed:
+            exc = outcome.exception()
+            if exc is None or not is_transient(exc):
+                return False
+            self.errors_in_a_row += 1
+            if self.errors_in_a_row > self.policy.max_poll_errors:
+                return False
+            logger.warning("transient error while waiting, will look again: %s", exc)
+            return True
+        self.errors_in_a_row = 0
+        observation: Observation = outcome.result()
+        return not observation.run.status.is_terminal
+
+
+class _stop_at_deadline(stop_base):
+    def __init__(self, deadline: _Deadline) -> None:
+        self.deadline = deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.deadline.passed()
+
+
+class _wait_hint_or_backoff(wait_base):
+    def __init__(self, policy: PollPolicy, deadline: _Deadline, rng: random.Random) -> None:
+        self.policy = policy
+        self.deadline = deadline
+        self.rng = rng
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        policy = self.policy
+        delay: float | None = None
+        outcome = retry_state.outcome
+        if outcome is not None and not outcome.failed and policy.honor_server_hints:
+            hint = outcome.result().poll_after_seconds
+            if hint is not None:
+                delay = min(max(hint, 0.0), policy.max_poll_interval_seconds)
+        elif outcome is not None and outcome.failed:
+            exc = outcome.exception()
+            if isinstance(exc, RateLimited) and exc.retry_after is not None:
+                delay = min(exc.retry_after, policy.max_poll_interval_seconds * 4)
+        if delay is None:
+            n = retry_state.attempt_number - 1
+            base = policy.poll_interval_seconds * (policy.backoff_multiplier**n)
+            base = min(base, policy.max_poll_interval_seconds)
+            delay = base * (1.0 - policy.jitter * self.rng.random())
+        remaining = self.deadline.remaining()
+        return delay if remaining is None else min(delay, remaining)
+
+
+async def cancel_quietly(cancel: Callable[[], Awaitable[Any]], run: Run, *, reason: str) -> bool:
+    """Cancel a remote run, shielded from the caller's own cancellation.
+
+    Returns True when the cancel request was accepted. A failure is logged (with the
+    backend, the run and the server's answer), never swallowed silently.
+    """
+    try:
+        await asyncio.shield(cancel())
+    except AgentRunsError as exc:
+        logger.error("could not cancel %s after %s: %s", run.describe(), reason, exc)
+        return False
+    logger.info("cancelled remote %s (%s)", run.describe(), reason)
+    return True
+
+
+async def wait_for_terminal(
+    step: Step,
+    run: Run,
+    policy: PollPolicy,
+    *,
+    cancel: Callable[[], Awaitable[Any]] | None = None,
+    on_change: Callable[[Run], Any] | None = None,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = asyncio.sleep,
+    rng: random.Random | None = None,
+) -> Run:
+    """Observe ``run`` with ``step`` until it is terminal; return its last state.
+
+    Args:
+        step: One observation (a poll or a long poll).
+        run: The run as last seen (its status may already be terminal).
+        policy: Deadline, intervals and cancel behaviour.
+        cancel: Cancels the remote run; used on timeout (``cancel_on_timeout``) and when
+            this coroutine is cancelled.
+        on_change: Called with the run each time its status changes (log on change only).
+        clock: Monotonic clock (inject a fake one in tests).
+        sleep: The sleep between observations (inject a fake one in tests).
+        rng: Random source for the jitter.
+
+    Raises:
+        RunTimedOut: The deadline passed first (the run was cancelled if asked).
+        AgentRunsError: A non-transient error, or too many transient ones in a row.
+    """
+    if run.status.is_terminal:
+        return run
+    deadline = _Deadline(policy.timeout_seconds, clock)
+    last = run
+
+    async def observe() -> Observation:
+        nonlocal last
+        observation = await step(deadline.remaining())
+        if observation.run.status != last.status and on_change is not None:
+            on_change(observation.run)
+        last = observation.run
+        return observation
+
+    retrying = AsyncRetrying(
+        retry=_retry_until_terminal(policy),
+        stop=_stop_at_deadline(deadline),
+        wait=_wait_hint_or_backoff(policy, deadline, rng or random.Random()),
+        sleep=sleep,
+    )
+    try:
+        try:
+            observation: Observation = await retrying(observe)
+            return observation.run
+        except RetryError as exc:
+            if not deadline.passed():
+                # stopped by too many transient errors: raise the last one
+                exc.reraise()
+            cancelled = False
+            if policy.cancel_on_timeout and cancel is not None:
+                cancelled = await cancel_quietly(cancel, last, reason="timeout_seconds passed")
+            raise RunTimedOut(
+                f"{last.backend}: {last.describe()} did not finish within "
+                f"timeout_seconds={policy.timeout_seconds:g}"
+                + ("; the remote run was cancelled" if cancelled else "; the remote run goes on"),
+                run=last,
+                cancelled=cancelled,
+            ) from None
+    except (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit):
+        if cancel is not None and not last.status.is_terminal:
+            await cancel_quietly(cancel, last, reason="the wait was cancelled")
+        raise
+    except BaseException as exc:
+        # Prefect's TerminationSignal (SIGTERM) and other BaseExceptions that are not errors
+        if not isinstance(exc, Exception) and cancel is not None and not last.status.is_terminal:
+            await cancel_quietly(cancel, last, reason=f"{type(exc).__name__}")
+        raise
+
+
+def is_active(status: RunStatus) -> bool:
+    """True for a status that may still change (the run may be cancelled)."""
+    return not status.is_terminal
+
+
+def raise_for_outcome(run: Run) -> Run:
+    """Return a completed run; raise the matching :class:`RunError` for any other end."""
+    if run.status.is_success:
+        return run
+    if run.status is RunStatus.FAILED:
+        raise RunFailed(
+            f"{run.backend}: {run.describe()} failed: {run.error or 'no error text'}", run=run
+        )
+    if run.status in (RunStatus.CANCELLED, RunStatus.INTERRUPTED):
+        raise RunCancelled(f"{run.backend}: {run.describe()} was cancelled", run=run)
+    if run.status is RunStatus.REQUIRES_ACTION:
+        raise RunRequiresAction(f"{run.backend}: {run.describe()} waits for tool outputs", run=run)
+    if run.status in (RunStatus.EXPIRED, RunStatus.INCOMPLETE, RunStatus.TIMED_OUT):
+        raise RunExpired(f"{run.backend}: {run.describe()} ended as {run.raw_status}", run=run)
+    raise RunError(f"{run.backend}: {run.describe()} is not finished", run=run)
