@@ -500,9 +500,10 @@ class LangGraphClient(BaseRunsClient):
                 params={"wait": 1 if wait else 0, "action": action},
                 timeout=None if wait else self.transport.request_timeout_seconds,
             )
-        except NotFound:
-            if action != "rollback":
-                raise
+        except NotFound as exc:
+            # "No matching runs to cancel": the run finished (or was rolled back) already;
+            # reading it back below tells which (a NotFound there is a real unknown run).
+            logger.debug("%s: %s: nothing to cancel (%s); reading the run", self.backend, what, exc)
         try:
             return await self.get_run(run_id, thread_id=thread_id)
         except NotFound:
@@ -644,41 +645,53 @@ class LangGraphClient(BaseRunsClient):
         last_event_id: str | None = None,
         max_reconnects: int = 0,
     ) -> AsyncIterator[RunEvent]:
-        seen_last = last_event_id
+        """Yield SSE events; on a dropped GET stream, resume without loss or repeat.
+
+        The server's ids (``<ms>-<seq>``) may repeat (two events in one millisecond), and
+        ``Last-Event-ID: X`` replays the events after X. So a reconnect asks for the events
+        after the millisecond before the last id, and events already yielded are skipped by
+        (id, event, data).
+        """
+        resume = _Resume(last_event_id)
         reconnects = 0
         while True:
-            headers = {"Last-Event-ID": seen_last} if seen_last else {}
+            resume_from = resume.header()
+            headers = {"Last-Event-ID": resume_from} if resume_from else {}
             try:
                 async with self.transport.stream(
                     method, path, action=action, json=json_body, params=params, headers=headers
                 ) as response:
                     async for sse in EventSource(response).aiter_sse():
-                        if (
-                            sse.id
-                            and seen_last is not None
-                            and _event_id_not_after(sse.id, seen_last)
-                        ):
-                            continue  # a replayed event we already yielded
-                        if sse.id:
-                            seen_last = sse.id
+                        if not resume.is_new(sse.id, sse.event, sse.data):
+                            continue
                         reconnects = 0
                         yield RunEvent(event=sse.event, data=_decode(sse.data), id=sse.id or None)
                 return
             except (TransportError, httpx.HTTPError) as exc:
+                cause = (
+                    exc
+                    if isinstance(exc, TransportError)
+                    else TransportError(
+                        f"{self.backend}: {action}: the stream broke: {type(exc).__name__}: {exc}",
+                        backend=self.backend,
+                    )
+                )
                 if method != "GET" or reconnects >= max_reconnects:
-                    if isinstance(exc, httpx.HTTPError):
-                        raise TransportError(
-                            f"{self.backend}: {action}: the stream broke: {type(exc).__name__}: {exc}",
-                            backend=self.backend,
-                        ) from exc
-                    raise
+                    raise cause from exc
+                if resume.yielded and resume.last is None:
+                    raise TransportError(
+                        f"{cause.message}. The events carry no ids, so the stream cannot be "
+                        "resumed without loss: create the run with "
+                        "options={'stream_resumable': True}",
+                        backend=self.backend,
+                    ) from exc
                 reconnects += 1
                 logger.info(
-                    "%s: %s: stream dropped (%s); reconnecting after event %s",
+                    "%s: %s: stream dropped (%s); resuming after event %s",
                     self.backend,
                     action,
                     type(exc).__name__,
-                    seen_last,
+                    resume.last,
                 )
 
     # -- results ------------------------------------------------------------------------
@@ -821,19 +834,48 @@ def _decode(data: str) -> Any:
         return data
 
 
-def _event_id_not_after(event_id: str, last: str) -> bool:
-    """True when ``event_id`` is at or before ``last`` in a stream (ids like ``<ms>-<seq>``)."""
+def _id_key(event_id: str) -> tuple[int, int] | None:
+    parts = event_id.split("-")
+    try:
+        return (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0)
+    except ValueError:
+        return None
 
-    def key(value: str) -> tuple[int, ...] | None:
-        try:
-            return tuple(int(p) for p in value.split("-"))
-        except ValueError:
+
+class _Resume:
+    """Where a stream is, for a lossless, repeat-free reconnect."""
+
+    def __init__(self, last_event_id: str | None) -> None:
+        self.last = last_event_id
+        self.yielded = 0
+        self._recent: set[tuple[str, str, str]] = set()
+
+    def header(self) -> str | None:
+        """The ``Last-Event-ID`` to send: just before the last id, so its twins replay."""
+        if self.last is None:
             return None
+        key = _id_key(self.last)
+        if key is None or not self.yielded:
+            return self.last
+        return f"{max(0, key[0] - 1)}-0"
 
-    a, b = key(event_id), key(last)
-    if a is None or b is None:
-        return event_id == last
-    return a <= b
+    def is_new(self, event_id: str | None, event: str, data: str) -> bool:
+        """Record an event; False when it was already yielded (a replay)."""
+        if event_id:
+            marker = (event_id, event, data)
+            if marker in self._recent:
+                return False
+            key = _id_key(event_id)
+            last_key = _id_key(self.last) if self.last else None
+            if self.yielded and key and last_key and key[0] < last_key[0] - 1:
+                return False  # older than the replay window: seen before the drop
+            self._recent.add(marker)
+            if key and (last_key is None or key >= last_key):
+                self.last = event_id
+                floor = key[0] - 1
+                self._recent = {m for m in self._recent if (_id_key(m[0]) or (0, 0))[0] >= floor}
+        self.yielded += 1
+        return True
 
 
 def _last_ai_text(messages: Sequence[Mapping[str, Any]]) -> str | None:

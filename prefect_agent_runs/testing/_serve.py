@@ -1,0 +1,166 @@
+"""Serve an ASGI app with uvicorn on a free loopback port in a background thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from types import TracebackType
+from typing import Any, TypeVar
+
+import uvicorn
+
+from prefect_agent_runs.testing._ports import find_free_port
+
+__all__ = ["ServedApp"]
+
+_ASGIApp = Any
+_S = TypeVar("_S", bound="ServedApp")
+
+
+class ServedApp:
+    """Base class: an ASGI app served by uvicorn in a daemon thread with its own event loop.
+
+    Subclasses set ``self.app`` (any ASGI application) before :meth:`start` is called.
+    Use it as a context manager, or call :meth:`start` and :meth:`stop`.
+
+    Example:
+        ```python
+        with MyServedApp() as served:
+            httpx.get(served.url + "/health")
+        ```
+
+    Args:
+        host: The loopback address to bind.
+        port: A fixed port, or ``None`` for a free one chosen at start.
+        start_timeout: Seconds to wait for the server to accept connections.
+    """
+
+    app: _ASGIApp
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        start_timeout: float = 10.0,
+    ) -> None:
+        self._host = host
+        self._requested_port = port
+        self._port: int | None = None
+        self._start_timeout = start_timeout
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def host(self) -> str:
+        """The address the server listens on."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (only once started).
+
+        Raises:
+            RuntimeError: If the server has not been started.
+        """
+        if self._port is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """The server's root URL, ``http://host:port`` (no trailing slash)."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """Whether the server thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Start serving and wait until the port accepts connections.
+
+        Raises:
+            RuntimeError: If the server did not come up within ``start_timeout``.
+        """
+        if self.running:
+            return
+        attempts = 1 if self._requested_port is not None else 3
+        last_error: BaseException | None = None
+        for _ in range(attempts):
+            port = self._requested_port or find_free_port(self._host)
+            try:
+                self._start_on(port)
+                return
+            except RuntimeError as exc:  # port taken between choice and bind: try another
+                last_error = exc
+                self.stop()
+        raise RuntimeError(f"{type(self).__name__} could not start: {last_error}")
+
+    def _start_on(self, port: int) -> None:
+        config = uvicorn.Config(
+            self.app,
+            host=self._host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+            access_log=False,
+        )
+        server = uvicorn.Server(config)
+        self._server = server
+        self._port = port
+        self._error = None
+
+        def _run() -> None:
+            try:
+                server.run()
+            except BaseException as exc:  # uvicorn calls sys.exit(1) on bind errors
+                self._error = exc
+
+        thread = threading.Thread(target=_run, name=f"{type(self).__name__}:{port}", daemon=True)
+        self._thread = thread
+        thread.start()
+        deadline = time.monotonic() + self._start_timeout
+        while time.monotonic() < deadline:
+            if server.started and _accepts(self._host, port):
+                return
+            if not thread.is_alive():
+                raise RuntimeError(f"server on port {port} exited early ({self._error!r})")
+            time.sleep(0.01)
+        raise RuntimeError(f"server on port {port} did not start in {self._start_timeout} s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the server to exit and join its thread.
+
+        Args:
+            timeout: Seconds to wait for the thread to end.
+        """
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._thread = None
+        self._server = None
+
+    def __enter__(self: _S) -> _S:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
