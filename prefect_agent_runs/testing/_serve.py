@@ -49,9 +49,9 @@ class ServedApp:
         self._requested_port = port
         self._port: int | None = None
         self._start_timeout = start_timeout
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self._uvicorn: uvicorn.Server | None = None
+        self._serve_thread: threading.Thread | None = None
+        self._serve_error: BaseException | None = None
 
     @property
     def host(self) -> str:
@@ -77,7 +77,7 @@ class ServedApp:
     @property
     def running(self) -> bool:
         """Whether the server thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
+        return self._serve_thread is not None and self._serve_thread.is_alive()
 
     def start(self) -> None:
         """Start serving and wait until the port accepts connections.
@@ -110,25 +110,25 @@ class ServedApp:
             access_log=False,
         )
         server = uvicorn.Server(config)
-        self._server = server
+        self._uvicorn = server
         self._port = port
-        self._error = None
+        self._serve_error = None
 
         def _run() -> None:
             try:
                 server.run()
             except BaseException as exc:  # uvicorn calls sys.exit(1) on bind errors
-                self._error = exc
+                self._serve_error = exc
 
         thread = threading.Thread(target=_run, name=f"{type(self).__name__}:{port}", daemon=True)
-        self._thread = thread
+        self._serve_thread = thread
         thread.start()
         deadline = time.monotonic() + self._start_timeout
         while time.monotonic() < deadline:
             if server.started and _accepts(self._host, port):
                 return
             if not thread.is_alive():
-                raise RuntimeError(f"server on port {port} exited early ({self._error!r})")
+                raise RuntimeError(f"server on port {port} exited early ({self._serve_error!r})")
             time.sleep(0.01)
         raise RuntimeError(f"server on port {port} did not start in {self._start_timeout} s")
 
@@ -138,12 +138,12 @@ class ServedApp:
         Args:
             timeout: Seconds to wait for the thread to end.
         """
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self._thread = None
-        self._server = None
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        if self._serve_thread is not None:
+            self._serve_thread.join(timeout)
+        self._serve_thread = None
+        self._uvicorn = None
 
     def __enter__(self: _S) -> _S:
         self.start()

@@ -32,6 +32,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -97,6 +98,8 @@ class LangGraphDevServer:
         port: The port to listen on; a free one is picked when ``None``.
         n_jobs_per_worker: How many runs the server executes at once.
         startup_timeout_seconds: How long to wait for ``GET /ok`` before giving up.
+        env: Extra environment variables for the server (applied last), e.g.
+            ``{"BG_JOB_TIMEOUT_SECS": "1"}`` to make runs end with status ``timeout``.
 
     Example:
         ```python
@@ -112,11 +115,14 @@ class LangGraphDevServer:
         port: int | None = None,
         n_jobs_per_worker: int = 64,
         startup_timeout_seconds: float = 60.0,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.port: int = port if port is not None else find_free_port()
         self.n_jobs_per_worker = n_jobs_per_worker
         self.startup_timeout_seconds = startup_timeout_seconds
+        self.extra_env: dict[str, str] = dict(env or {})
         self.startup_seconds: float | None = None
+        """Seconds from spawning the CLI until ``GET /ok`` answered (set by ``start``)."""
         self._process: subprocess.Popen[bytes] | None = None
         self._tmpdir: Path | None = None
         self._log_file: Path | None = None
@@ -171,6 +177,7 @@ class LangGraphDevServer:
                 "NO_COLOR": "1",
             }
         )
+        env.update(self.extra_env)
         command = [
             executable,
             "dev",

@@ -27,12 +27,18 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped,unused-ignore]
 import referencing
 import referencing.jsonschema
 import yaml  # type: ignore[import-untyped,unused-ignore]
 
-__all__ = ["ContractViolation", "OpenApiContract", "load_openapi"]
+__all__ = [
+    "OPENAI_LIVE_API_PATCHES",
+    "ContractViolation",
+    "OpenApiContract",
+    "load_openapi",
+    "openai_nullable_list_ids",
+]
 
 _BASE_URI = "urn:openapi-contract:document"
 _METHODS = ("get", "post", "put", "patch", "delete")
@@ -51,7 +57,7 @@ def _load_cached(path: str, mtime: float) -> dict[str, Any]:
         if path.endswith(".json"):
             doc: dict[str, Any] = json.load(fh)
         else:
-            doc = yaml.load(fh, Loader=loader)  # noqa: S506 - safe loader
+            doc = yaml.load(fh, Loader=loader)
     return _fix_nullable(doc)  # type: ignore[no-any-return]
 
 
@@ -133,9 +139,7 @@ class OpenApiContract:
             _BASE_URI, resource
         )
         self._validators: dict[str, jsonschema.Draft202012Validator] = {}
-        self._templates = sorted(
-            doc.get("paths", {}), key=lambda t: (t.count("{"), -len(t))
-        )
+        self._templates = sorted(doc.get("paths", {}), key=lambda t: (t.count("{"), -len(t)))
         self._template_res = [
             (t, re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(t)) + "$"))
             for t in self._templates
@@ -159,7 +163,7 @@ class OpenApiContract:
                 break
         for template, regex in self._template_res:
             if regex.match(path):
-                return template
+                return str(template)
         return None
 
     def _operation(self, method: str, path_template: str) -> dict[str, Any]:
@@ -210,9 +214,7 @@ class OpenApiContract:
             key = f"{key[0]}XX"
         if key in responses:
             resp, ref = self._deref(responses[key])
-            base = ref or "/" + _pointer(
-                "paths", path_template, method.lower(), "responses", key
-            )
+            base = ref or "/" + _pointer("paths", path_template, method.lower(), "responses", key)
             if "application/json" in resp.get("content", {}):
                 return f"{base}/{_pointer('content', 'application/json', 'schema')}"
         if status >= 400:
@@ -242,7 +244,8 @@ class OpenApiContract:
                 for e in errors[:10]
             ]
             raise ContractViolation(
-                f"{what} does not match {pointer}:\n" + "\n".join(lines)
+                f"{what} does not match {pointer}:\n"
+                + "\n".join(lines)
                 + f"\nbody: {json.dumps(body)[:1500]}"
             )
 
@@ -292,3 +295,26 @@ class OpenApiContract:
             ContractViolation: If the body does not match.
         """
         self._check(self.component_pointer(name), body, name)
+
+
+def openai_nullable_list_ids(document: dict[str, Any]) -> None:
+    """Patch: allow ``first_id`` / ``last_id`` to be ``null`` in OpenAI list responses.
+
+    The document types them as required strings, but the live API (and its SDKs) answer
+    ``null`` for both on an empty page, which has no first or last item.
+
+    Args:
+        document: The OpenAPI document to patch in place.
+    """
+    schemas = document.get("components", {}).get("schemas", {})
+    for name, schema in schemas.items():
+        if not (name.startswith("List") and name.endswith("Response")):
+            continue
+        props = schema.get("properties", {})
+        for key in ("first_id", "last_id"):
+            if key in props:
+                props[key] = {"anyOf": [props[key], {"type": "null"}]}
+
+
+OPENAI_LIVE_API_PATCHES: tuple[Patch, ...] = (openai_nullable_list_ids,)
+"""Known, deliberate differences between the OpenAI document and the live API."""

@@ -47,7 +47,7 @@ class EchoState(TypedDict):
     step: NotRequired[int]
     total_steps: NotRequired[int]
     step_seconds: NotRequired[float]
-    error: NotRequired[str]
+    fail_reason: NotRequired[str]
     reply: NotRequired[str]
 
 
@@ -62,7 +62,7 @@ def begin(state: EchoState) -> dict[str, Any]:
         "step": 0,
         "total_steps": steps,
         "step_seconds": seconds / steps,
-        "error": fail_message,
+        "fail_reason": fail_message,
     }
 
 
@@ -82,8 +82,8 @@ def route(state: EchoState) -> str:
 
 async def respond(state: EchoState) -> dict[str, Any]:
     """Fail if asked to, else echo the last message."""
-    if state.get("error"):
-        raise EchoGraphError(state.get("error"))
+    if state.get("fail_reason"):
+        raise EchoGraphError(state.get("fail_reason"))
     messages = state.get("messages") or []
     content: Any = messages[-1].content if messages else ""
     text = "echo: " + (content if isinstance(content, str) else str(content))
