@@ -518,7 +518,7 @@ class LangGraphClient(BaseRunsClient):
             raise
 
     async def delete_run(self, run_id: str, *, thread_id: str | None = None) -> None:
-        """Delete a run (a finished one; the server refuses to delete an active run)."""
+        """Delete a run and its record (a running run is deleted too, answered 204)."""
         await self.transport.request(
             "DELETE",
             self._run_path(run_id, thread_id),
@@ -665,7 +665,15 @@ class LangGraphClient(BaseRunsClient):
                         if not resume.is_new(sse.id, sse.event, sse.data):
                             continue
                         reconnects = 0
-                        yield RunEvent(event=sse.event, data=_decode(sse.data), id=sse.id or None)
+                        data = _decode(sse.data)
+                        if sse.event == "error" and _is_not_found(data):
+                            # the server answers an unknown run with 200 and an error event
+                            raise NotFound(
+                                f"{self.backend}: {action} failed: {data.get('message')}",
+                                status_code=404,
+                                backend=self.backend,
+                            )
+                        yield RunEvent(event=sse.event, data=data, id=sse.id or None)
                 return
             except (TransportError, httpx.HTTPError) as exc:
                 cause = (
@@ -825,6 +833,10 @@ def _join_error(values: Mapping[str, Any] | None) -> str | None:
         kind, message = err.get("error"), err.get("message")
         return f"{kind}: {message}" if kind and message else str(message or kind or err)
     return None
+
+
+def _is_not_found(data: Any) -> bool:
+    return isinstance(data, dict) and str(data.get("message", "")).startswith("404")
 
 
 def _decode(data: str) -> Any:

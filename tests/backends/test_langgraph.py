@@ -432,3 +432,11 @@ async def test_bad_input_is_refused_before_any_request(client: LangGraphClient) 
     with pytest.raises(Exception, match="unknown run option"):
         await client.create_run(say("x").model_copy(update={"options": {"bogus": 1}}))
     assert client.transport.stats.requests == before
+
+
+async def test_join_stream_of_an_unknown_run_is_not_found(client: LangGraphClient) -> None:
+    done = await client.wait_for_run(await client.create_run(say("gone")))
+    await client.delete_run(done.id, thread_id=done.thread_id)
+    with pytest.raises(NotFound, match=done.id):
+        async for _event in client.join_stream(done):
+            pass
