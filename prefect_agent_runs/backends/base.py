@@ -275,6 +275,10 @@ class BaseRunsClient:
             step, run, policy, cancel=cancel, on_change=on_change, **kwargs
         )
 
+    def _sleep_kwargs(self) -> dict[str, Any]:
+        """``{"sleep": ...}`` when a sleep was injected (tests), else nothing."""
+        return {"sleep": self._sleep} if self._sleep is not None else {}
+
     def _policy(
         self,
         policy: PollPolicy | None,

@@ -270,7 +270,9 @@ class LangGraphClient(BaseRunsClient):
         async def lookup() -> Run | None:
             return await self._find_on_thread(thread_id, CREATE_ID_KEY, create_id)
 
-        run = await create_reconciled(send, lookup, backend=self.backend, action=action)
+        run = await create_reconciled(
+            send, lookup, backend=self.backend, action=action, **self._sleep_kwargs()
+        )
         logger.info("%s: created %s", self.backend, run.describe())
         return run
 

@@ -90,7 +90,9 @@ async def client(langgraph_url: str) -> AsyncIterator[LangGraphClient]:
         yield c
 
 
-def faulty_client(url: str, rule: Callable[[httpx.Request, int], str | None]) -> tuple[LangGraphClient, FaultyTransport]:
+def faulty_client(
+    url: str, rule: Callable[[httpx.Request, int], str | None]
+) -> tuple[LangGraphClient, FaultyTransport]:
     transport = FaultyTransport(rule)
     http = httpx.AsyncClient(base_url=url, transport=transport, timeout=30)
     return LangGraphClient(url, http_client=http), transport
@@ -139,7 +141,9 @@ async def test_create_on_existing_thread_with_options(client: LangGraphClient) -
     assert run.raw["multitask_strategy"] == "reject"
     await client.wait_for_run(run)
     # a second run on the same thread, enqueued behind nothing: completes with history
-    second = await client.create_run(say("second").model_copy(update={"thread_id": thread["thread_id"]}))
+    second = await client.create_run(
+        say("second").model_copy(update={"thread_id": thread["thread_id"]})
+    )
     await client.wait_for_run(second)
     result = await client.get_result(second)
     assert result.text == "echo: second" and len(result.messages) == 4
@@ -212,7 +216,11 @@ async def test_get_list_filters_and_pagination(client: LangGraphClient) -> None:
     everything = await page.get_all()
     assert len(everything) == 6 and len({r.id for r in everything}) == 6
     pages = [p async for p in page.iter_pages()]
-    assert [len(p.items) for p in pages] == [2, 2, 2, 0] or [len(p.items) for p in pages] == [2, 2, 2]
+    assert [len(p.items) for p in pages] == [2, 2, 2, 0] or [len(p.items) for p in pages] == [
+        2,
+        2,
+        2,
+    ]
     second = await page.next_page()
     assert {r.id for r in second.items}.isdisjoint({r.id for r in page.items})
     via_iter = [r.id async for r in page]
@@ -223,7 +231,9 @@ async def test_get_list_filters_and_pagination(client: LangGraphClient) -> None:
 
     only_errors = await (await client.list_runs(thread_id=tid, status="error")).get_all()
     assert [r.id for r in only_errors] == [failed.id]
-    only_ok = await (await client.list_runs(thread_id=tid, status=RunStatus.COMPLETED, limit=100)).get_all()
+    only_ok = await (
+        await client.list_runs(thread_id=tid, status=RunStatus.COMPLETED, limit=100)
+    ).get_all()
     assert len(only_ok) == 5
 
     slim = await client.list_runs(thread_id=tid, select=["status"], limit=3)
@@ -251,7 +261,9 @@ async def test_join_stream_resumes_after_a_drop_without_loss_or_repeat(langgraph
         assert len(stream_calls) == 2, "the stream was dropped once and resumed once"
 
         # the whole stream, replayed by the server from the start after the run ended
-        full = [(e.event, e.id, str(e.data)) async for e in plain.join_stream(run, last_event_id="0-0")]
+        full = [
+            (e.event, e.id, str(e.data)) async for e in plain.join_stream(run, last_event_id="0-0")
+        ]
         assert got == full[: len(got)] and len(got) == len(full)
         assert len(set(got)) == len(got)
         assert got[-1][0] == "values" and "echo: resumable" in got[-1][2]
@@ -295,7 +307,9 @@ async def test_join_stream_without_ids_refuses_a_lossy_resume(langgraph_url: str
 
 async def test_cancel_interrupt_is_safe_to_repeat(client: LangGraphClient) -> None:
     run = await client.create_run(say("long", sleep_seconds=30))
-    cancelled = await client.cancel_run(run.id, thread_id=run.thread_id, wait=True, action="interrupt")
+    cancelled = await client.cancel_run(
+        run.id, thread_id=run.thread_id, wait=True, action="interrupt"
+    )
     assert cancelled.status is RunStatus.INTERRUPTED
     again = await client.cancel_run(run.id, thread_id=run.thread_id)
     assert again.status is RunStatus.INTERRUPTED
@@ -311,7 +325,9 @@ async def test_cancel_rollback_undoes_the_run_interrupt_keeps_it(client: LangGra
         async for _event in client.join_stream(run, stream_mode="values"):
             break
     await client.cancel_run(kept.id, thread_id=kept.thread_id, wait=True, action="interrupt")
-    result = await client.cancel_run(rolled.id, thread_id=rolled.thread_id, wait=True, action="rollback")
+    result = await client.cancel_run(
+        rolled.id, thread_id=rolled.thread_id, wait=True, action="rollback"
+    )
     # LangGraph Platform deletes a rolled-back run (reported as CANCELLED); the in-memory
     # dev server keeps its record as interrupted. Either way its checkpoints are gone.
     assert result.status in (RunStatus.CANCELLED, RunStatus.INTERRUPTED)
@@ -400,7 +416,9 @@ async def test_batch_items_find_their_runs_again(client: LangGraphClient) -> Non
     assert run.thread_id == derived_thread_id(batch, "k1")
     again = await client.find_run(request)
     assert again is not None and again.id == run.id
-    threads = await (await client.search_threads(metadata={"prefect_agent_runs_batch": batch})).get_all()
+    threads = await (
+        await client.search_threads(metadata={"prefect_agent_runs_batch": batch})
+    ).get_all()
     assert [t["thread_id"] for t in threads] == [run.thread_id]
     found = await client.find_batch_runs(batch)
     assert [r.id for r in found] == [run.id]
