@@ -66,11 +66,10 @@ async def sdk(url: str, n: int, concurrency: int, sleep: float, poll: bool) -> i
         thread = await client.threads.create()
         run = await client.runs.create(thread["thread_id"], "echo", input=_input(i, sleep))
         if poll:
-            while (await client.runs.get(thread["thread_id"], run["run_id"]))["status"] in (
-                "pending",
-                "running",
-            ):
-                await asyncio.sleep(2)
+            status = "pending"
+            while status in ("pending", "running"):
+                await asyncio.sleep(2)  # the fixed 2 s recipe of seed 003
+                status = (await client.runs.get(thread["thread_id"], run["run_id"]))["status"]
         else:
             await client.runs.join(thread["thread_id"], run["run_id"])
 
@@ -133,9 +132,7 @@ def main() -> None:
             )
             print(f"round {round_no + 1} {name}: {wall:.1f}s, {requests} requests", flush=True)
     print()
-    print(
-        f"| round | contender | runs | wall s | requests | requests/run | peak RSS MB (process) |"
-    )
+    print("| round | contender | runs | wall s | requests | requests/run | peak RSS MB (process) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]} | {r[5]:.2f} | {r[6]:.0f} |")

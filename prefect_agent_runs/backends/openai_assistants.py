@@ -552,10 +552,9 @@ class AssistantsClient(BaseRunsClient):
         async def lookup() -> Run | None:
             return await self._find_on_thread(thread_id, {CREATE_ID_KEY: create_id}, limit=20)
 
-        kwargs: dict[str, Any] = {}
-        if self._sleep is not None:
-            kwargs["sleep"] = self._sleep
-        run = await create_reconciled(send, lookup, backend=self.backend, action=action, **kwargs)
+        run = await create_reconciled(
+            send, lookup, backend=self.backend, action=action, **self._sleep_kwargs()
+        )
         logger.info("%s: created %s", self.backend, run.describe())
         return run
 
