@@ -43,6 +43,7 @@ from prefect_agent_runs.http import RetryMode, Transport
 from prefect_agent_runs.models import (
     METADATA_BATCH_KEY,
     METADATA_ITEM_KEY,
+    STATUS_MAPS,
     Run,
     RunRequest,
     RunStatus,
@@ -809,23 +810,17 @@ class LangGraphClient(BaseRunsClient):
 
 
 def _raw_status(status: str | RunStatus | None) -> str | None:
-    if status is None:
-        return None
-    if isinstance(status, RunStatus):
-        for raw, normalized in {
-            "pending": RunStatus.QUEUED,
-            "running": RunStatus.RUNNING,
-            "success": RunStatus.COMPLETED,
-            "error": RunStatus.FAILED,
-            "interrupted": RunStatus.INTERRUPTED,
-            "timeout": RunStatus.TIMED_OUT,
-        }.items():
-            if normalized is status:
-                return raw
-        raise ValidationError(
-            f"langgraph: no LangGraph status means {status.value!r}", backend="langgraph"
-        )
-    return status
+    """LangGraph's status word for a filter: a RunStatus is mapped back through STATUS_MAPS."""
+    if status is None or not isinstance(status, RunStatus):
+        return status
+    for raw, normalized in STATUS_MAPS["langgraph"].items():
+        if normalized is status:
+            return raw
+    raise ValidationError(
+        f"langgraph: no LangGraph status means {status.value!r}; use one of "
+        f"{sorted(STATUS_MAPS['langgraph'])}",
+        backend="langgraph",
+    )
 
 
 def _join_error(values: Mapping[str, Any] | None) -> str | None:
