@@ -18,9 +18,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from datetime import datetime
 from typing import Any, Protocol
 
-from prefect_agent_runs.errors import AgentRunsError, RunError
+from prefect_agent_runs.errors import AgentRunsError, NotFound, RunError
 from prefect_agent_runs.models import Run, RunOutcome, RunRequest, ThreadResult
-from prefect_agent_runs.waiting import Clock, PollPolicy
+from prefect_agent_runs.waiting import Clock, PollPolicy, raise_for_outcome
 
 __all__ = ["BatchClient", "run_items", "watch_runs"]
 
@@ -44,7 +44,7 @@ class BatchClient(Protocol):
         *,
         thread_id: str | None = None,
         timeout_seconds: float | None = None,
-        cancel_on_timeout: bool = True,
+        cancel_on_timeout: bool | None = None,
         policy: PollPolicy | None = None,
         on_change: Callable[[Run], Any] | None = None,
     ) -> Run: ...
@@ -122,7 +122,15 @@ async def run_items(
                     run = await client.find_run(request)
                     if run is None and key in known:
                         prior = known[key]
-                        run = await client.get_run(prior.id, thread_id=prior.thread_id)
+                        try:
+                            run = await client.get_run(prior.id, thread_id=prior.thread_id)
+                        except NotFound:
+                            logger.warning(
+                                "%s: item %s: the recorded %s no longer exists; starting it again",
+                                client.backend,
+                                key,
+                                prior.describe(),
+                            )
                     if run is not None:
                         outcome.resumed = True
                         logger.info(
@@ -144,15 +152,17 @@ async def run_items(
                     if collect_results:
                         outcome.result = await client.get_result(run)
                 else:
-                    outcome.error = f"{run.describe()} ended as {run.status.value}" + (
-                        f": {run.error}" if run.error else ""
-                    )
-                    outcome.error_type = "RunFailed"
+                    raise_for_outcome(run)
             except RunError as exc:
                 outcome.run = exc.run
                 outcome.error, outcome.error_type = str(exc), type(exc).__name__
-            except AgentRunsError as exc:
-                outcome.error, outcome.error_type = str(exc), type(exc).__name__
+            except Exception as exc:
+                # any failure of one item (an odd body, a callback bug) is that item's outcome:
+                # the batch goes on (DESIGN.md, batch semantics 5)
+                if not isinstance(exc, AgentRunsError):
+                    logger.exception("%s: item %s failed unexpectedly", client.backend, key)
+                outcome.error = str(exc) or type(exc).__name__
+                outcome.error_type = type(exc).__name__
             finally:
                 elapsed = clock() - started
             if outcome.run is not None:

@@ -8,7 +8,7 @@ secrets from every message it builds. No backend has a retry loop of its own.
 Retry rules (:class:`RetryMode`):
 
 * ``IDEMPOTENT`` (GET, list, join, cancel, delete): retried on connect errors, timeouts,
-  408, 409, 429 and 5xx, with full-jitter exponential backoff, honoring the server's delay.
+  408, 429 and 5xx, with full-jitter exponential backoff, honoring the server's delay.
 * ``CREATE`` (a POST that starts something): retried only when it provably did not reach
   the server or was refused before being processed (connect error, pool timeout, 429).
   Anything else (a read timeout, a 5xx) is raised with ``maybe_created`` semantics so the
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import email.utils
 import enum
 import json
@@ -62,7 +63,7 @@ logger = logging.getLogger("prefect_agent_runs.http")
 
 USER_AGENT = f"prefect-agent-runs/{__version__}"
 SNIPPET_CHARS = 300
-RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524})
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 520, 522, 524})
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -123,10 +124,11 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 
 
 def _snippet(text: str, secrets: Iterable[str]) -> str:
-    flat = " ".join(text.split())
+    # redact before cutting: a secret straddling the cut must not leave a visible prefix
+    flat = redact(" ".join(text.split()), secrets)
     if len(flat) > SNIPPET_CHARS:
         flat = flat[:SNIPPET_CHARS] + "…"
-    return redact(flat, secrets)
+    return flat
 
 
 def parse_retry_after(
@@ -146,10 +148,14 @@ def parse_retry_after(
     try:
         return max(0.0, float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value.strip() else None
-        if parsed is None:
-            return None
-        return max(0.0, parsed.timestamp() - now())
+        pass  # not seconds: an HTTP date, or garbage
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, parsed.timestamp() - now())
 
 
 def _server_message(body: Any) -> tuple[str | None, str | None, dict[str, list[str]]]:

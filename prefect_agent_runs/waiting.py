@@ -22,6 +22,7 @@ too before the cancellation propagates.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 import time
@@ -29,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+import anyio
 from tenacity import AsyncRetrying, RetryCallState, RetryError
 from tenacity.retry import retry_base
 from tenacity.stop import stop_base
@@ -200,16 +202,34 @@ class _wait_hint_or_backoff(wait_base):
         return delay if remaining is None else min(delay, remaining)
 
 
+CANCEL_GRACE_SECONDS = 30.0
+"""Longest time spent cancelling a remote run while our own task is being cancelled."""
+
+
 async def cancel_quietly(cancel: Callable[[], Awaitable[Any]], run: Run, *, reason: str) -> bool:
     """Cancel a remote run, shielded from the caller's own cancellation.
+
+    Prefect cancels tasks through anyio cancel scopes, which re-deliver the cancellation
+    at every await; ``asyncio.shield`` alone would let the wait exit before the remote
+    cancel is sent. So the cancel runs in a shielded anyio scope, bounded by
+    :data:`CANCEL_GRACE_SECONDS`.
 
     Returns True when the cancel request was accepted. A failure is logged (with the
     backend, the run and the server's answer), never swallowed silently.
     """
-    try:
-        await asyncio.shield(cancel())
-    except AgentRunsError as exc:
-        logger.error("could not cancel %s after %s: %s", run.describe(), reason, exc)
+    with anyio.move_on_after(CANCEL_GRACE_SECONDS, shield=True) as scope:
+        try:
+            await cancel()
+        except AgentRunsError as exc:
+            logger.error("could not cancel %s after %s: %s", run.describe(), reason, exc)
+            return False
+    if scope.cancelled_caught:
+        logger.error(
+            "could not cancel %s after %s: no answer within %ss",
+            run.describe(),
+            reason,
+            CANCEL_GRACE_SECONDS,
+        )
         return False
     logger.info("cancelled remote %s (%s)", run.describe(), reason)
     return True
@@ -234,7 +254,8 @@ async def wait_for_terminal(
         policy: Deadline, intervals and cancel behaviour.
         cancel: Cancels the remote run; used on timeout (``cancel_on_timeout``) and when
             this coroutine is cancelled.
-        on_change: Called with the run each time its status changes (log on change only).
+        on_change: Called with the run each time its status changes (log on change only);
+            sync or async.
         clock: Monotonic clock (inject a fake one in tests).
         sleep: The sleep between observations (inject a fake one in tests).
         rng: Random source for the jitter.
@@ -251,9 +272,12 @@ async def wait_for_terminal(
     async def observe() -> Observation:
         nonlocal last
         observation = await step(deadline.remaining())
-        if observation.run.status != last.status and on_change is not None:
-            on_change(observation.run)
+        changed = observation.run.status != last.status
         last = observation.run
+        if changed and on_change is not None:
+            result = on_change(observation.run)
+            if inspect.isawaitable(result):
+                await result
         return observation
 
     retrying = AsyncRetrying(

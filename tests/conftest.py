@@ -15,7 +15,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("LANGSMITH_TRACING", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-from prefect_agent_runs.testing.langgraph_dev import LangGraphDevServer  # noqa: E402
+from prefect_agent_runs.testing.langgraph_dev import LangGraphDevServer
 
 
 @pytest.fixture(scope="session")

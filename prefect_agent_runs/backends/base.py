@@ -169,12 +169,15 @@ class RunsClient(Protocol):
         *,
         thread_id: str | None = None,
         timeout_seconds: float | None = None,
-        cancel_on_timeout: bool = True,
+        cancel_on_timeout: bool | None = None,
         policy: PollPolicy | None = None,
         on_change: Callable[[Run], Any] | None = None,
         tool_handler: ToolHandler | None = None,
     ) -> Run:
-        """Wait until the run is terminal; return its last state."""
+        """Wait until the run is terminal; return its last state.
+
+        ``timeout_seconds`` and ``cancel_on_timeout`` override the policy's when not None.
+        """
         ...
 
     async def get_result(self, run: Run) -> ThreadResult:
@@ -327,6 +330,34 @@ class BaseRunsClient:
     async def find_run(self, request: RunRequest) -> Run | None:
         """The run already started for this batch item; None when the server cannot say."""
         return None
+
+    async def get_run(self, run_id: str, *, thread_id: str | None = None) -> Run:
+        """Read one run (implemented by each backend)."""
+        raise self._unsupported("get_run")
+
+    async def list_runs(
+        self, *, thread_id: str | None = None, limit: int = 20, **filters: Any
+    ) -> Page[Run]:
+        """List runs (implemented by each backend)."""
+        raise self._unsupported("list_runs")
+
+    async def wait_for_run(
+        self,
+        run: Run | str,
+        *,
+        thread_id: str | None = None,
+        timeout_seconds: float | None = None,
+        cancel_on_timeout: bool | None = None,
+        policy: PollPolicy | None = None,
+        on_change: Callable[[Run], Any] | None = None,
+        tool_handler: ToolHandler | None = None,
+    ) -> Run:
+        """Wait for a terminal state (implemented by each backend)."""
+        raise self._unsupported("wait_for_run")
+
+    async def get_result(self, run: Run) -> ThreadResult:
+        """What the run wrote to its thread (implemented by each backend)."""
+        raise self._unsupported("get_result")
 
     async def delete_run(self, run_id: str, *, thread_id: str | None = None) -> None:
         """Delete a run (capability ``delete_run``)."""

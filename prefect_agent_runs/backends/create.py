@@ -11,8 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from prefect_agent_runs.errors import AgentRunsError, RateLimited, ServerError, TransportError
+from prefect_agent_runs.errors import (
+    AgentRunsError,
+    ApiError,
+    RateLimited,
+    ServerError,
+    TransportError,
+)
 from prefect_agent_runs.models import Run
 
 __all__ = ["create_reconciled"]
@@ -25,6 +32,23 @@ def _ambiguous(exc: AgentRunsError) -> bool:
     if isinstance(exc, TransportError):
         return exc.reached_server is not False
     return isinstance(exc, ServerError)
+
+
+def _error_kwargs(exc: AgentRunsError) -> dict[str, Any]:
+    """The constructor arguments of ``exc`` besides its message (to re-raise it reworded)."""
+    if isinstance(exc, TransportError):
+        return {"backend": exc.backend, "reached_server": exc.reached_server}
+    assert isinstance(exc, ApiError)
+    kwargs: dict[str, Any] = {
+        "status_code": exc.status_code,
+        "code": exc.code,
+        "request_id": exc.request_id,
+        "backend": exc.backend,
+        "body_snippet": exc.body_snippet,
+    }
+    if isinstance(exc, RateLimited):
+        kwargs["retry_after"] = exc.retry_after
+    return kwargs
 
 
 async def create_reconciled(
@@ -70,7 +94,14 @@ async def create_reconciled(
             )
             await sleep(delay)
             delay *= 2
-            found = await lookup()
+            try:
+                found = await lookup()
+            except AgentRunsError as lookup_error:
+                raise type(exc)(
+                    f"{exc.message} — and looking the run up failed too ({lookup_error}); "
+                    "a run MAY exist: check before starting it again",
+                    **_error_kwargs(exc),
+                ) from lookup_error
             if found is not None:
                 logger.info(
                     "%s: %s: adopted %s created by the failed attempt",
@@ -80,9 +111,9 @@ async def create_reconciled(
                 )
                 return found
             if attempt == max_attempts:
-                exc.message = (
+                raise type(exc)(
                     f"{exc.message} — gave up after {max_attempts} create attempts; each was "
-                    "looked up afterwards and no run was found"
-                )
-                raise
+                    "looked up afterwards and no run was found",
+                    **_error_kwargs(exc),
+                ) from exc
     raise AssertionError("unreachable")  # pragma: no cover

@@ -552,7 +552,7 @@ class LangGraphClient(BaseRunsClient):
         *,
         thread_id: str | None = None,
         timeout_seconds: float | None = None,
-        cancel_on_timeout: bool = True,
+        cancel_on_timeout: bool | None = None,
         policy: PollPolicy | None = None,
         on_change: Callable[[Run], Any] | None = None,
         tool_handler: ToolHandler | None = None,

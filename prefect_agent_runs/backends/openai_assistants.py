@@ -214,7 +214,7 @@ class AssistantsClient(BaseRunsClient):
 
     backend: ClassVar[str] = "openai_assistants"
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {Capability.STREAM_EVENTS, Capability.TOOL_OUTPUTS, Capability.FIND_BY_KEY}
+        {Capability.STREAM_EVENTS, Capability.TOOL_OUTPUTS}
     )
 
     def __init__(
@@ -1009,7 +1009,7 @@ class AssistantsClient(BaseRunsClient):
         *,
         thread_id: str | None = None,
         timeout_seconds: float | None = None,
-        cancel_on_timeout: bool = True,
+        cancel_on_timeout: bool | None = None,
         policy: PollPolicy | None = None,
         on_change: Callable[[Run], Any] | None = None,
         tool_handler: ToolHandler | None = None,
