@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 from prefect_agent_runs._version import __version__
+from prefect_agent_runs.blocks import (
+    AgentRun,
+    AgentRunJob,
+    AgentRunsCredentials,
+    AssistantsCredentials,
+    LangGraphCredentials,
+    ProjectThreadsCredentials,
+    WorkflowRunsCredentials,
+)
 from prefect_agent_runs.models import (
     BatchResult,
     Run,
@@ -14,12 +23,19 @@ from prefect_agent_runs.models import (
 from prefect_agent_runs.waiting import PollPolicy
 
 __all__ = [
+    "AgentRun",
+    "AgentRunJob",
+    "AgentRunsCredentials",
+    "AssistantsCredentials",
     "BatchResult",
+    "LangGraphCredentials",
     "PollPolicy",
+    "ProjectThreadsCredentials",
     "Run",
     "RunOutcome",
     "RunRequest",
     "RunStatus",
     "ThreadResult",
+    "WorkflowRunsCredentials",
     "__version__",
 ]

@@ -9,8 +9,11 @@ from prefect_agent_runs.blocks.credentials import (
     ProjectThreadsCredentials,
     WorkflowRunsCredentials,
 )
+from prefect_agent_runs.blocks.job import AgentRun, AgentRunJob
 
 __all__ = [
+    "AgentRun",
+    "AgentRunJob",
     "AgentRunsCredentials",
     "AssistantsCredentials",
     "LangGraphCredentials",
