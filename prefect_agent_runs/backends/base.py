@@ -278,9 +278,15 @@ class BaseRunsClient:
             step, run, policy, cancel=cancel, on_change=on_change, **kwargs
         )
 
-    def _sleep_kwargs(self) -> dict[str, Any]:
-        """``{"sleep": ...}`` when a sleep was injected (tests), else nothing."""
-        return {"sleep": self._sleep} if self._sleep is not None else {}
+    def _create_kwargs(self) -> dict[str, Any]:
+        """Arguments of :func:`create_reconciled`: as many creates as the transport's
+        ``max_retries`` allows (at least 3), and the injected sleep (tests)."""
+        kwargs: dict[str, Any] = {
+            "max_attempts": max(3, self.transport.retry_policy.max_retries + 1)
+        }
+        if self._sleep is not None:
+            kwargs["sleep"] = self._sleep
+        return kwargs
 
     def _policy(
         self,

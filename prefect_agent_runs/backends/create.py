@@ -26,6 +26,9 @@ __all__ = ["create_reconciled"]
 
 logger = logging.getLogger("prefect_agent_runs.create")
 
+MAX_BACKOFF_SECONDS = 8.0
+"""Cap of the wait before a lookup (it doubles after each ambiguous failure)."""
+
 
 def _ambiguous(exc: AgentRunsError) -> bool:
     """True when the create may have reached the server and started a run."""
@@ -70,8 +73,8 @@ async def create_reconciled(
         backend: Backend name, for messages.
         action: What is being created, for messages.
         max_attempts: Creates sent at most.
-        backoff_seconds: Wait before a lookup (doubles each time), so a slow server has
-            committed the run before we look.
+        backoff_seconds: Wait before a lookup (doubles each time, up to
+            :data:`MAX_BACKOFF_SECONDS`), so a slow server has committed the run before we look.
         sleep: Sleep (tests inject one).
 
     Raises:
@@ -93,7 +96,7 @@ async def create_reconciled(
                 exc,
             )
             await sleep(delay)
-            delay *= 2
+            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
             try:
                 found = await lookup()
             except AgentRunsError as lookup_error:

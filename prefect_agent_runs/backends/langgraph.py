@@ -272,7 +272,7 @@ class LangGraphClient(BaseRunsClient):
             return await self._find_on_thread(thread_id, CREATE_ID_KEY, create_id)
 
         run = await create_reconciled(
-            send, lookup, backend=self.backend, action=action, **self._sleep_kwargs()
+            send, lookup, backend=self.backend, action=action, **self._create_kwargs()
         )
         logger.info("%s: created %s", self.backend, run.describe())
         return run

@@ -470,7 +470,9 @@ class AssistantsClient(BaseRunsClient):
         messages: Sequence[Mapping[str, Any]] | None = None,
         tool_resources: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Create a thread (``POST /threads``); sent once unless it never reached the server.
+        """Create a thread (``POST /threads``), retried on transient errors.
+
+        A retry after a lost answer may leave an empty thread behind; it starts no run.
 
         Args:
             metadata: The thread's metadata (OpenAI's limits are checked first).
@@ -481,8 +483,8 @@ class AssistantsClient(BaseRunsClient):
             The ThreadObject.
 
         Raises:
-            TransportError: The create may or may not have reached the server; at worst an
-                empty thread was left behind (no run was started).
+            ApiError: The server refused it, or failed after every retry.
+            TransportError: No answer after every retry.
         """
         payload: dict[str, Any] = {"metadata": dict(metadata or {})}
         self.check_metadata(payload["metadata"], what="thread metadata")
@@ -493,17 +495,11 @@ class AssistantsClient(BaseRunsClient):
         return await self._create_thread(payload)
 
     async def _create_thread(self, payload: dict[str, Any]) -> dict[str, Any]:
-        action = "create a thread"
-        try:
-            body = await self.transport.request_json(
-                "POST", "/threads", action=action, mode=RetryMode.CREATE, json=payload
-            )
-        except (TransportError, ServerError) as exc:
-            exc.message = (
-                f"{exc.message} — the thread may or may not have been created; no run was "
-                "started, so it is safe to retry (at worst an empty thread is left over)"
-            )
-            raise
+        # Retried like a read: a duplicate *thread* is an empty orphan that starts no work,
+        # so riding out a 5xx or a timeout here is worth more than never leaving one behind.
+        body = await self.transport.request_json(
+            "POST", "/threads", action="create a thread", mode=RetryMode.IDEMPOTENT, json=payload
+        )
         if not isinstance(body, dict) or not isinstance(body.get("id"), str):
             raise self._bad_shape("a thread object", body)
         return body
@@ -553,7 +549,7 @@ class AssistantsClient(BaseRunsClient):
             return await self._find_on_thread(thread_id, {CREATE_ID_KEY: create_id}, limit=20)
 
         run = await create_reconciled(
-            send, lookup, backend=self.backend, action=action, **self._sleep_kwargs()
+            send, lookup, backend=self.backend, action=action, **self._create_kwargs()
         )
         logger.info("%s: created %s", self.backend, run.describe())
         return run

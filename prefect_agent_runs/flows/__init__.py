@@ -24,9 +24,11 @@ from prefect_agent_runs.flows.batch import (
     wait_for_runs,
     wait_for_runs_sync,
 )
+from prefect_agent_runs.flows.progress import ProgressListener, progress_listener
 
 __all__ = [
     "BatchLedger",
+    "ProgressListener",
     "acreate_runs",
     "artifact_keys",
     "arun_batch",
@@ -37,6 +39,7 @@ __all__ = [
     "create_runs_sync",
     "generate_batch_key",
     "prepare_requests",
+    "progress_listener",
     "run_batch",
     "run_batch_sync",
     "wait_for_runs",

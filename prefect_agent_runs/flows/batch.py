@@ -42,6 +42,7 @@ from prefect_agent_runs.errors import AgentRunsError, ValidationError
 from prefect_agent_runs.flows._artifacts import ProgressReporter, write_final_artifacts
 from prefect_agent_runs.flows._hooks import cancel_remote_runs_hook
 from prefect_agent_runs.flows._ledger import BatchLedger
+from prefect_agent_runs.flows.progress import notify_progress
 from prefect_agent_runs.models import (
     METADATA_BATCH_KEY,
     BatchFailed,
@@ -221,6 +222,7 @@ class _Job:
         if outcome.run is not None:
             self.ledger.record(outcome.key, outcome.run)
         self.progress.advance()
+        notify_progress(outcome, self.progress.done, self.progress.total)
         if outcome.error:
             self.logger.debug("item %s did not complete: %s", outcome.key, outcome.error)
 

@@ -34,7 +34,6 @@ from prefect_agent_runs.errors import (
     RunRequiresAction,
     RunTimedOut,
     ServerError,
-    TransportError,
     Unauthorized,
     ValidationError,
 )
@@ -614,15 +613,20 @@ def test_active_run_id_parsing() -> None:
     assert active_run_id("Missing required parameter") is None
 
 
-async def test_ambiguous_thread_create_fails_clearly(
+async def test_thread_create_is_retried_and_starts_no_run_until_it_succeeds(
     mocked: tuple[respx.MockRouter, AssistantsClient],
 ) -> None:
+    """A lost answer to POST /threads is retried: a spare empty thread starts no work."""
     router, client = mocked
-    route = router.post("/threads").mock(side_effect=httpx.ReadTimeout("lost"))
-    runs = router.post(path__regex=r"/runs$")
-    with pytest.raises(TransportError, match="safe to retry"):
-        await client.create_run(req())
-    assert route.call_count == 1 and runs.call_count == 0
+    thread = {"id": "thread_1", "object": "thread", "created_at": 1, "metadata": {}}
+    route = router.post("/threads").mock(
+        side_effect=[httpx.ReadTimeout("lost"), httpx.Response(200, json=thread)]
+    )
+    runs = router.post(path__regex=r"/threads/thread_1/runs$").mock(
+        return_value=httpx.Response(200, json=_run_json("run_1", "queued", thread_id="thread_1"))
+    )
+    run = await client.create_run(req())
+    assert route.call_count == 2 and runs.call_count == 1 and run.id == "run_1"
 
 
 # -- find ----------------------------------------------------------------------------------

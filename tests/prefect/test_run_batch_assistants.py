@@ -1,0 +1,105 @@
+"""run_batch on the OpenAI-compatible Assistants backend (the emulator, no free server).
+
+The Assistants API has no search by metadata, so resuming a batch rests on the ledger in
+Prefect's result storage: these tests show a rerun starts nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from prefect_agent_runs import AssistantsCredentials, RunRequest, RunStatus
+from prefect_agent_runs.flows import run_batch
+from prefect_agent_runs.models import METADATA_BATCH_KEY, METADATA_ITEM_KEY
+from prefect_agent_runs.testing import AssistantsEmulator
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture
+def emulator() -> Iterator[AssistantsEmulator]:
+    with AssistantsEmulator(run_seconds=0.05, poll_after_ms=20) as emu:
+        yield emu
+
+
+def requests(n: int, *, fail_every: int = 0) -> list[RunRequest]:
+    out = []
+    for i in range(n):
+        metadata = {}
+        if fail_every and i % fail_every == 0:
+            metadata["emulator"] = json.dumps({"outcome": "failed"})
+        out.append(
+            RunRequest(
+                key=f"item-{i}", assistant_id="asst_echo", message=f"q{i}", metadata=metadata
+            )
+        )
+    return out
+
+
+def batch_runs(emu: AssistantsEmulator, batch_key: str) -> list[dict[str, object]]:
+    return [r for r in emu.runs() if (r.get("metadata") or {}).get(METADATA_BATCH_KEY) == batch_key]
+
+
+async def test_run_batch_200_items_on_the_assistants_emulator(
+    emulator: AssistantsEmulator, batch_key: str
+) -> None:
+    credentials = AssistantsCredentials(base_url=emulator.base_url, api_key="sk-test-key")
+    result = await run_batch(
+        credentials, requests(200, fail_every=10), batch_key=batch_key, max_concurrency=32
+    )
+    assert len(result.outcomes) == 200
+    for i, outcome in enumerate(result.outcomes):
+        assert outcome.key == f"item-{i}"
+        if i % 10 == 0:
+            assert outcome.status is RunStatus.FAILED and outcome.error, outcome
+        else:
+            assert outcome.ok, outcome
+            assert outcome.result is not None and outcome.result.text == f"echo: q{i}"
+    assert result.counts == {"completed": 180, "failed": 20}
+    runs = batch_runs(emulator, batch_key)
+    assert len(runs) == 200
+    assert Counter(r["metadata"][METADATA_ITEM_KEY] for r in runs).most_common(1)[0][1] == 1
+
+
+async def test_rerun_with_the_same_batch_key_starts_nothing_twice(
+    emulator: AssistantsEmulator, batch_key: str
+) -> None:
+    credentials = AssistantsCredentials(base_url=emulator.base_url, api_key="sk-test-key")
+    first = await run_batch(credentials, requests(30), batch_key=batch_key)
+    assert len(first.completed) == 30
+    creates_before = sum(
+        1 for r in emulator.requests if r.method == "POST" and r.path.endswith("/runs")
+    )
+
+    again = await run_batch(credentials, requests(30), batch_key=batch_key)
+    creates_after = sum(
+        1 for r in emulator.requests if r.method == "POST" and r.path.endswith("/runs")
+    )
+    assert creates_after == creates_before, "the rerun created runs"
+    assert all(o.resumed and o.ok for o in again.outcomes)
+    assert [o.run.id for o in again.outcomes if o.run] == [
+        o.run.id for o in first.outcomes if o.run
+    ]
+    assert len(batch_runs(emulator, batch_key)) == 30
+
+
+async def test_a_flaky_server_fails_no_item_and_duplicates_nothing(
+    emulator: AssistantsEmulator, batch_key: str
+) -> None:
+    emulator.inject_faults(rate=0.2, statuses=(429, 500, 502, 503), retry_after=0.01, seed=7)
+    credentials = AssistantsCredentials(
+        base_url=emulator.base_url, api_key="sk-test-key", max_retries=6
+    )
+    result = await run_batch(credentials, requests(60), batch_key=batch_key, max_concurrency=16)
+    emulator.clear_faults()
+    failed = [(o.key, o.error) for o in result.outcomes if not o.ok]
+    assert not failed, failed[:3]
+    runs = batch_runs(emulator, batch_key)
+    keys = Counter(r["metadata"][METADATA_ITEM_KEY] for r in runs)
+    assert len(keys) == 60 and max(keys.values()) == 1, "an item was started twice"
+    faults = sum(1 for r in emulator.requests if r.fault)
+    assert faults > 20, f"only {faults} faults were injected"
