@@ -11,12 +11,10 @@ like Prefect's own ``Block.load``: awaitable in async code, a value in sync code
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar, TypeAlias, TypeVar, cast
 
-import anyio
 from prefect._internal.compatibility.async_dispatch import async_dispatch
 from prefect.blocks.abstract import JobBlock, JobRun
 from prefect.utilities.asyncutils import run_coro_as_sync
@@ -53,39 +51,6 @@ async def _client(credentials: AgentRunsCredentials) -> AsyncIterator[RunsClient
     """``async with credentials.get_client()``, typed as the ``RunsClient`` protocol."""
     async with credentials.get_client() as client:
         yield cast(RunsClient, client)
-
-
-async def wait_cancellably(wait: Coroutine[Any, Any, R], cleanup_seconds: float = 30.0) -> R:
-    """Await a wait in its own asyncio task, so that cancelling the caller cancels it cleanly.
-
-    Prefect's task timeout cancels through an anyio cancel scope, which re-cancels every
-    ``await`` in the scope, so a remote cancel sent from inside the cancelled task is cut
-    short. Here the wait runs in a task of its own (outside the caller's scope): when the
-    caller is cancelled or interrupted, that task is cancelled once, the wait engine sends
-    the remote cancel, and the caller waits for it (shielded) before re-raising.
-
-    Args:
-        wait: The coroutine that waits (``client.wait_for_run(...)``).
-        cleanup_seconds: How long to wait for the cancelled wait's cleanup.
-
-    Returns:
-        What the wait returned.
-
-    Examples:
-        ```python
-        async with credentials.get_client() as client:
-            run = await wait_cancellably(client.wait_for_run(run, timeout_seconds=600))
-        ```
-    """
-    inner = asyncio.ensure_future(wait)
-    try:
-        return await asyncio.shield(inner)
-    except BaseException:
-        if not inner.done():
-            inner.cancel()
-            with anyio.CancelScope(shield=True):
-                await asyncio.wait({inner}, timeout=cleanup_seconds)
-        raise
 
 
 def _sync(coro: Coroutine[Any, Any, R]) -> R:
@@ -154,15 +119,7 @@ class AgentRun(JobRun[ThreadResult]):
 
         async with _client(job.credentials) as client:
             policy = job.poll_policy()
-            waited = await wait_cancellably(
-                client.wait_for_run(
-                    self._run,
-                    timeout_seconds=policy.timeout_seconds,
-                    cancel_on_timeout=policy.cancel_on_timeout,
-                    policy=policy,
-                    on_change=on_change,
-                )
-            )
+            waited = await client.wait_for_run(self._run, policy=policy, on_change=on_change)
             self._run = waited
             logger.info("%s ended as %s", waited.describe(), waited.status.value)
             raise_for_outcome(waited)

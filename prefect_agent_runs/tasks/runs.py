@@ -47,7 +47,6 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from prefect_agent_runs.backends.base import RunEvent, RunsClient
 from prefect_agent_runs.blocks.credentials import AgentRunsCredentials
-from prefect_agent_runs.blocks.job import wait_cancellably
 from prefect_agent_runs.errors import ValidationError
 from prefect_agent_runs.models import Run, RunRequest, ThreadResult
 from prefect_agent_runs.waiting import PollPolicy, raise_for_outcome
@@ -266,17 +265,8 @@ async def _wait_for_run(
             current.status.value,
             policy.timeout_seconds,
         )
-        # timeout_seconds and cancel_on_timeout are passed again: the clients' own
-        # keyword defaults (cancel_on_timeout=True) would override the policy's
-        final = await wait_cancellably(
-            client.wait_for_run(
-                current,
-                timeout_seconds=policy.timeout_seconds,
-                cancel_on_timeout=policy.cancel_on_timeout,
-                policy=policy,
-                on_change=on_change,
-            )
-        )
+        # the wait engine cancels the remote run if this task is cancelled or times out
+        final = await client.wait_for_run(current, policy=policy, on_change=on_change)
     logger.info("%s: %s ended as %s", final.backend, final.describe(), final.status.value)
     return raise_for_outcome(final) if raise_on_failure else final
 

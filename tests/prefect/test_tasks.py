@@ -94,13 +94,20 @@ async def remote_status(creds: LangGraphCredentials, run: Run) -> RunStatus:
     return current.status
 
 
-async def eventually_interrupted(creds: LangGraphCredentials, run: Run, within: float = 10) -> None:
+async def eventually(
+    creds: LangGraphCredentials, run: Run, wanted: RunStatus, within: float = 10
+) -> None:
+    """Read the run on the server until it has status ``wanted`` (or ``within`` passed)."""
     deadline = time.monotonic() + within
     status = await remote_status(creds, run)
-    while status is not RunStatus.INTERRUPTED and time.monotonic() < deadline:
+    while status is not wanted and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
         status = await remote_status(creds, run)
-    assert status is RunStatus.INTERRUPTED, f"{run.id} is {status}, not interrupted"
+    assert status is wanted, f"{run.id} is {status}, not {wanted}"
+
+
+async def eventually_interrupted(creds: LangGraphCredentials, run: Run, within: float = 10) -> None:
+    await eventually(creds, run, RunStatus.INTERRUPTED, within)
 
 
 # -- task configuration ------------------------------------------------------------------
@@ -253,7 +260,7 @@ async def test_deadline_without_cancel_on_timeout_leaves_the_run(
 async def test_cancelling_the_wait_cancels_the_remote_run(creds: LangGraphCredentials) -> None:
     run = await acreate_run(creds, req("cancel me", sleep=30, steps=30))
     waiting = asyncio.create_task(await_for_run(creds, run, poll_interval_seconds=0.1))
-    await asyncio.sleep(1.5)
+    await eventually(creds, run, RunStatus.RUNNING)
     assert not waiting.done()
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
