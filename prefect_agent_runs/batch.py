@@ -79,6 +79,7 @@ async def run_items(
     policy: PollPolicy,
     max_concurrency: int = 32,
     collect_results: bool = True,
+    wait: bool = True,
     resume: bool = True,
     known_runs: dict[str, Run] | None = None,
     on_created: CreatedCallback | None = None,
@@ -94,6 +95,8 @@ async def run_items(
         policy: Wait policy for each run (``timeout_seconds`` counts from the item's start).
         max_concurrency: Items in flight at once.
         collect_results: Read what each completed run wrote to its thread.
+        wait: Wait for each run to end; False only finds or creates the runs (the outcome
+            then holds the run as created, its status not terminal).
         resume: Before creating, look for a run already started for the item's key
             (``find_run``, then ``known_runs``) and adopt it.
         known_runs: Runs recorded by an earlier attempt (key to run), e.g. from a ledger.
@@ -141,6 +144,8 @@ async def run_items(
                     run = await client.create_run(request)
                 outcome.run = run
                 await _call(on_created, key, run)
+                if not wait:
+                    return await _finish(outcome)
 
                 def changed(r: Run, _key: str = key) -> None:
                     if on_change is not None:
@@ -171,6 +176,9 @@ async def run_items(
                 outcome.seconds_running = _seconds(r.started_at or r.created_at, r.completed_at)
                 if outcome.seconds_running is None:
                     outcome.seconds_running = round(elapsed, 3)
+        return await _finish(outcome)
+
+    async def _finish(outcome: RunOutcome) -> RunOutcome:
         await _call(on_outcome, outcome)
         return outcome
 

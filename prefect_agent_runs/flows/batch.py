@@ -230,16 +230,13 @@ class _Job:
 
     async def run(self) -> list[RunOutcome]:
         try:
-            if self.mode == "create":
-                outcomes = await self._create_only()
-                self.active.clear()  # created runs are meant to outlive this flow
-                return outcomes
-            return await run_items(
+            outcomes = await run_items(
                 cast(BatchClient, self.client),
                 self.requests,
                 policy=self.policy,
                 max_concurrency=self.max_concurrency,
                 collect_results=self.collect_results,
+                wait=self.mode != "create",
                 resume=True,
                 known_runs=self.known,
                 on_created=self.on_created,
@@ -249,34 +246,9 @@ class _Job:
         except BaseException as exc:
             await asyncio.shield(self.cancel_started(reason=type(exc).__name__))
             raise
-
-    async def _create_only(self) -> list[RunOutcome]:
-        slots = asyncio.Semaphore(self.max_concurrency)
-
-        async def one(request: RunRequest) -> RunOutcome:
-            key = str(request.key)
-            outcome = RunOutcome(key=key)
-            async with slots:
-                try:
-                    run = await self.client.find_run(request)
-                    if run is None and key in self.known:
-                        prior = self.known[key]
-                        run = await self.client.get_run(prior.id, thread_id=prior.thread_id)
-                    if run is not None:
-                        outcome.resumed = True
-                    else:
-                        outcome.attempts = 1
-                        run = await self.client.create_run(request)
-                    outcome.run = run
-                    self.on_created(key, run)
-                except AgentRunsError as exc:
-                    outcome.error, outcome.error_type = str(exc), type(exc).__name__
-            if outcome.run is not None:
-                self.ledger.record(key, outcome.run)
-            self.progress.advance()
-            return outcome
-
-        return list(await asyncio.gather(*(one(r) for r in self.requests)))
+        if self.mode == "create":
+            self.active.clear()  # created runs are meant to outlive this flow
+        return outcomes
 
     async def cancel_started(self, *, reason: str) -> None:
         """Cancel every non-terminal run of this flow run, and creates caught in flight."""

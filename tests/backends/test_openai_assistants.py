@@ -42,16 +42,6 @@ from prefect_agent_runs.testing import AssistantsEmulator, FakeClock
 from prefect_agent_runs.waiting import PollPolicy
 
 ASSISTANT = "asst_test"
-_REPO = Path(__file__).resolve().parents[2]
-OPENAPI = next(
-    (
-        base / "shared" / "reference" / "openai-openapi.yaml"
-        for base in (_REPO, *_REPO.parents)
-        if (base / "shared" / "reference" / "openai-openapi.yaml").is_file()
-    ),
-    Path("shared/reference/openai-openapi.yaml"),
-)
-"""OpenAI's published OpenAPI document (shared/reference, next to or above the repo)."""
 
 
 class FakeTime:
@@ -781,9 +771,8 @@ async def test_non_json_answer_is_reported(
 # -- contract ------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not OPENAPI.is_file(), reason="openai-openapi.yaml not available")
 async def test_request_bodies_match_openai_schema(
-    client: AssistantsClient, emu: AssistantsEmulator
+    client: AssistantsClient, emu: AssistantsEmulator, openai_openapi_path: Path
 ) -> None:
     from prefect_agent_runs.testing.openapi_contract import OpenApiContract
 
@@ -820,7 +809,7 @@ async def test_request_bodies_match_openai_schema(
     emu.clock = FakeClock()
     [e async for e in client.stream_run(req("streamed", thread_id=run.thread_id))]
 
-    contract = OpenApiContract(OPENAPI)
+    contract = OpenApiContract(openai_openapi_path)
     checked = set()
     for record in emu.requests:
         if record.method != "POST" or record.json is None:

@@ -8,7 +8,6 @@ runs, and sync / async callers. The measured numbers are printed (run with ``-s`
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
@@ -442,9 +441,3 @@ def test_batch_key_generated(langgraph_url: str, caplog: pytest.LogCaptureFixtur
     assert len(result.batch_key.split("-")) == 4
     assert result.outcomes[0].run is not None
     assert result.outcomes[0].run.metadata["prefect_agent_runs_batch"] == result.batch_key
-
-
-if os.environ.get("PREFECT_AGENT_RUNS_SKIP_SERVED"):
-    test_cancel_served_deployment = pytest.mark.skip("PREFECT_AGENT_RUNS_SKIP_SERVED")(  # type: ignore[assignment]
-        test_cancel_served_deployment
-    )

@@ -31,27 +31,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 # the plugin's fixture (normally registered through the pytest11 entry point)
 assistants_emulator = pytest_plugin.assistants_emulator
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SPEC_NAME = "openai-openapi.yaml"
-
-
-def _spec_path() -> Path:
-    """Find ``shared/reference/openai-openapi.yaml`` next to (or above) the repository."""
-    for base in (REPO_ROOT, *REPO_ROOT.parents):
-        candidate = base / "shared" / "reference" / SPEC_NAME
-        if candidate.is_file():
-            return candidate
-    pytest.fail(
-        f"The OpenAI OpenAPI document is missing: expected shared/reference/{SPEC_NAME} "
-        f"next to the repository root {REPO_ROOT} (e.g. {REPO_ROOT.parent / 'shared'}). "
-        "The emulator's contract tests cannot run without it.",
-        pytrace=False,
-    )
-
 
 @pytest.fixture(scope="session")
-def contract() -> OpenApiContract:
-    return OpenApiContract(_spec_path(), patches=OPENAI_LIVE_API_PATCHES)
+def contract(openai_openapi_path: Path) -> OpenApiContract:
+    return OpenApiContract(openai_openapi_path, patches=OPENAI_LIVE_API_PATCHES)
 
 
 def check_traffic(contract: OpenApiContract, emu: AssistantsEmulator) -> int:
