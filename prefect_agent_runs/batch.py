@@ -117,7 +117,7 @@ async def run_items(
     async def one(request: RunRequest) -> RunOutcome:
         key = str(request.key)
         outcome = RunOutcome(key=key)
-        started = clock()
+        exists_since: float | None = None
         async with slots:
             try:
                 run: Run | None = None
@@ -143,6 +143,7 @@ async def run_items(
                     outcome.attempts += 1
                     run = await client.create_run(request)
                 outcome.run = run
+                exists_since = clock()
                 await _call(on_created, key, run)
                 if not wait:
                     return await _finish(outcome)
@@ -168,14 +169,12 @@ async def run_items(
                     logger.exception("%s: item %s failed unexpectedly", client.backend, key)
                 outcome.error = str(exc) or type(exc).__name__
                 outcome.error_type = type(exc).__name__
-            finally:
-                elapsed = clock() - started
             if outcome.run is not None:
                 r = outcome.run
                 outcome.seconds_queued = _seconds(r.created_at, r.started_at)
-                outcome.seconds_running = _seconds(r.started_at or r.created_at, r.completed_at)
-                if outcome.seconds_running is None:
-                    outcome.seconds_running = round(elapsed, 3)
+                if exists_since is not None and r.status.is_terminal:
+                    # measured here (monotonic): servers' timestamps may be whole seconds
+                    outcome.seconds_running = round(clock() - exists_since, 3)
         return await _finish(outcome)
 
     async def _finish(outcome: RunOutcome) -> RunOutcome:

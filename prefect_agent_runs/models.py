@@ -239,7 +239,8 @@ class RunOutcome(BaseModel):
         error_type: The exception class name behind ``error``.
         attempts: How many create requests were sent for this item in this flow run.
         seconds_queued: Seconds from creation to start, where the server says.
-        seconds_running: Seconds from start (or creation) to the terminal state.
+        seconds_running: Seconds from the moment the run existed (created or re-attached)
+            until we saw its terminal state, measured with a monotonic clock.
         resumed: True when the run was found from an earlier attempt of the same batch.
     """
 

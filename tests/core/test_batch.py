@@ -368,7 +368,7 @@ async def test_empty_batch() -> None:
     assert await run_items(FakeClient(), [], policy=POLICY) == []
 
 
-async def test_seconds_from_clock_when_server_has_no_times() -> None:
+async def test_seconds_running_is_measured_with_the_monotonic_clock() -> None:
     client = FakeClient()
     ticks = iter([10.0, 12.5])
     outcomes = await run_items(client, [req("a")], policy=POLICY, clock=lambda: next(ticks))
