@@ -1,4 +1,5 @@
-"""Local emulators of the runs APIs that have no free server, for offline tests and demos.
+"""Local servers for offline tests and demos: emulators of the runs APIs that have no free
+server, and a helper that starts the real LangGraph Agent Server (``langgraph dev``).
 
 Example:
     ```python
@@ -12,7 +13,6 @@ Example:
 from __future__ import annotations
 
 from prefect_agent_runs.testing.assistants import AssistantsEmulator, FakeClock
+from prefect_agent_runs.testing.langgraph_dev import LangGraphDevServer
 
-# LangGraphDevServer (testing/langgraph_dev.py) is exported here by its author.
-
-__all__ = ["AssistantsEmulator", "FakeClock"]
+__all__ = ["AssistantsEmulator", "FakeClock", "LangGraphDevServer"]
