@@ -9,9 +9,10 @@ here: waiting (through :mod:`prefect_agent_runs.waiting`), concurrent ``create_r
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
+from typing import Any, ClassVar, Generic, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 from prefect_agent_runs.errors import NotSupported, ValidationError
 from prefect_agent_runs.http import Transport
@@ -28,12 +29,15 @@ __all__ = [
     "BaseRunsClient",
     "Capability",
     "Page",
+    "PageRequest",
     "RunEvent",
     "RunsClient",
     "ToolHandler",
+    "paged",
 ]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 ToolHandler = Callable[[dict[str, Any]], Awaitable[str] | str]
 """Turns one tool call (the server's JSON) into its output string."""
@@ -132,6 +136,41 @@ class Page(Generic[T]):
         return out
 
 
+class PageRequest(Generic[T]):
+    """A list call not yet sent: ``await`` it for the first :class:`Page`, or iterate it.
+
+    Like the seeds' ``PagePromise``: ``async for run in client.list_runs(...)`` walks every
+    page, ``await client.list_runs(...)`` gives the first page, and
+    ``await client.list_runs(...).get_all()`` reads them all.
+    """
+
+    def __init__(self, fetch_first: Callable[[], Awaitable[Page[T]]]) -> None:
+        self._fetch_first = fetch_first
+
+    def __await__(self) -> Generator[Any, None, Page[T]]:
+        return self._fetch_first().__await__()
+
+    async def __aiter__(self) -> AsyncIterator[T]:
+        page = await self._fetch_first()
+        async for item in page:
+            yield item
+
+    async def get_all(self, *, max_items: int | None = None) -> list[T]:
+        """Every item of every page (see :meth:`Page.get_all`)."""
+        page = await self._fetch_first()
+        return await page.get_all(max_items=max_items)
+
+
+def paged(fn: Callable[P, Awaitable[Page[T]]]) -> Callable[P, PageRequest[T]]:
+    """Turn ``async def list_x(...) -> Page`` into ``def list_x(...) -> PageRequest``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> PageRequest[T]:
+        return PageRequest(lambda: fn(*args, **kwargs))
+
+    return wrapper
+
+
 @runtime_checkable
 class RunsClient(Protocol):
     """What every backend offers. Optional operations are named in ``capabilities``."""
@@ -151,10 +190,10 @@ class RunsClient(Protocol):
         """Read one run."""
         ...
 
-    async def list_runs(
+    def list_runs(
         self, *, thread_id: str | None = None, limit: int = 20, **filters: Any
-    ) -> Page[Run]:
-        """List runs, first page; iterate it for the rest."""
+    ) -> PageRequest[Run]:
+        """List runs: await it for the first page, or iterate it over every page."""
         ...
 
     async def cancel_run(
@@ -341,6 +380,7 @@ class BaseRunsClient:
         """Read one run (implemented by each backend)."""
         raise self._unsupported("get_run")
 
+    @paged
     async def list_runs(
         self, *, thread_id: str | None = None, limit: int = 20, **filters: Any
     ) -> Page[Run]:

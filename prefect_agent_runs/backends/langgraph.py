@@ -30,6 +30,7 @@ from prefect_agent_runs.backends.base import (
     RunEvent,
     ToolHandler,
     derived_thread_id,
+    paged,
 )
 from prefect_agent_runs.backends.create import create_reconciled
 from prefect_agent_runs.errors import (
@@ -392,6 +393,7 @@ class LangGraphClient(BaseRunsClient):
         )
         return self.to_run(body)
 
+    @paged
     async def list_runs(
         self,
         *,
@@ -756,6 +758,7 @@ class LangGraphClient(BaseRunsClient):
             raise self._bad_shape("a thread", body)
         return body
 
+    @paged
     async def search_threads(
         self,
         *,

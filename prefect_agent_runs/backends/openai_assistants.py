@@ -37,6 +37,7 @@ from prefect_agent_runs.backends.base import (
     Page,
     RunEvent,
     ToolHandler,
+    paged,
 )
 from prefect_agent_runs.backends.create import create_reconciled
 from prefect_agent_runs.errors import (
@@ -736,6 +737,7 @@ class AssistantsClient(BaseRunsClient):
 
         return first
 
+    @paged
     async def list_runs(
         self,
         *,
@@ -773,6 +775,7 @@ class AssistantsClient(BaseRunsClient):
         )
         return await fetch()
 
+    @paged
     async def list_messages(
         self,
         thread_id: str,

@@ -226,6 +226,11 @@ async def test_get_list_filters_and_pagination(client: LangGraphClient) -> None:
     via_iter = [r.id async for r in page]
     assert via_iter == [r.id for r in everything]
 
+    # like the seeds' PagePromise: iterate the call itself, or read every page at once
+    direct = [r.id async for r in client.list_runs(thread_id=tid, limit=2)]
+    assert direct == [r.id for r in everything]
+    assert [r.id for r in await client.list_runs(thread_id=tid, limit=4).get_all()] == direct
+
     offset = await client.list_runs(thread_id=tid, limit=10, offset=4)
     assert len(offset.items) == 2
 

@@ -253,6 +253,9 @@ async def test_pagination_250_runs_both_orders(
 
     asc = [r.id async for r in await client.list_runs(thread_id=tid, limit=100, order="asc")]
     assert asc == created
+    # the call itself iterates too (the seed's PagePromise), and get_all() reads every page
+    assert [r.id async for r in client.list_runs(thread_id=tid, limit=100, order="asc")] == created
+    assert len(await client.list_runs(thread_id=tid, limit=100).get_all()) == 250
 
     # pages of 7, newest first, from the middle
     after = [r.id async for r in await client.list_runs(thread_id=tid, limit=7, after=created[100])]
