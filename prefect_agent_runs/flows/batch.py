@@ -18,6 +18,10 @@ cancelled; around them a ``try/except BaseException`` (flow cancellation, SIGTER
 not terminal, and runs whose create was in flight are looked up and cancelled too. The
 ``on_cancellation`` / ``on_crashed`` hooks do the same from the persisted ledger and the
 server's metadata, for processes that died before they could.
+
+No ``from __future__ import annotations`` in this module: under ``.serve()`` the runner
+builds the flows' parameter models from the real annotations, and string annotations
+leave them "not fully defined".
 """
 
 import asyncio
