@@ -37,6 +37,7 @@ from prefect_agent_runs.errors import (
     ApiError,
     ServerError,
     TransportError,
+    ValidationError,
 )
 from prefect_agent_runs.responses import (
     ErrorParser,
@@ -46,7 +47,12 @@ from prefect_agent_runs.responses import (
     redact,
     snippet,
 )
-from prefect_agent_runs.transient import Backoff, is_transient_status
+from prefect_agent_runs.transient import (
+    TRANSIENT_TOLERANCE,
+    UNREADABLE_BODY,
+    Backoff,
+    is_transient_status,
+)
 
 __all__ = [
     "USER_AGENT",
@@ -64,6 +70,11 @@ __all__ = [
 logger = logging.getLogger("prefect_agent_runs.http")
 
 USER_AGENT = f"prefect-agent-runs/{__version__}"
+MAX_BODY_BYTES = 32 * 1024 * 1024
+"""Largest answer read (issue 13: a 50 MB answer was read and decoded whole); a longer one
+is refused with a :class:`ServerError` after reading at most this many bytes."""
+BODY_TOO_LARGE = "body_too_large"
+"""``ApiError.code`` of an answer longer than ``max_body_bytes``."""
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -88,7 +99,7 @@ class RetryPolicy:
             one is clamped to it (and logged).
     """
 
-    max_retries: int = 3
+    max_retries: int = TRANSIENT_TOLERANCE
     initial_backoff_seconds: float = 0.5
     max_backoff_seconds: float = 8.0
     max_retry_after_seconds: float = 60.0
@@ -160,7 +171,8 @@ class Transport:
         secrets: Secret values to redact from messages and logs.
         params: Query parameters sent on every request (Azure's ``api-version``).
         request_timeout_seconds: Timeout of one HTTP request (connect, read, write, pool).
-        max_retries: Transport retries after the first attempt.
+        max_retries: Transport retries after the first attempt (default: the wait loop's
+            tolerance, :data:`~prefect_agent_runs.transient.TRANSIENT_TOLERANCE`).
         max_concurrency: Connections the pool may open (and requests in flight).
         retry_policy: Overrides ``max_retries`` and the backoff bounds.
         sleep: The sleep used between retries (inject a fake one in tests).
@@ -169,6 +181,12 @@ class Transport:
             replacement (e.g. "the Assistants API was retired here").
         error_parser: Reads the server's error bodies (default
             :func:`~prefect_agent_runs.responses.parse_error_body`).
+        max_body_bytes: Longest answer read (a longer one raises :class:`ServerError`).
+        verify_tls: Verify the server's TLS certificate (the default). Turning it off is
+            logged as a warning.
+
+    Raises:
+        ValidationError: ``base_url`` is not an ``http(s)://host`` URL.
     """
 
     def __init__(
@@ -180,16 +198,27 @@ class Transport:
         secrets: Iterable[str] = (),
         params: Mapping[str, str] | None = None,
         request_timeout_seconds: float = 30.0,
-        max_retries: int = 3,
+        max_retries: int = TRANSIENT_TOLERANCE,
         max_concurrency: int = 32,
         retry_policy: RetryPolicy | None = None,
         sleep: Sleep | None = None,
         http_client: httpx.AsyncClient | None = None,
         error_hook: Callable[[ApiError], ApiError] | None = None,
         error_parser: ErrorParser | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        verify_tls: bool = True,
     ) -> None:
         self.backend = backend
+        check_base_url(base_url, backend=backend)
         self.base_url = base_url.rstrip("/")
+        self.max_body_bytes = max_body_bytes
+        if not verify_tls:
+            logger.warning(
+                "%s: TLS certificate verification is OFF for %s (verify_tls=False): anyone "
+                "on the network path can read the API key",
+                backend,
+                self.base_url,
+            )
         self.secrets = [s for s in secrets if s]
         self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
         self.request_timeout_seconds = request_timeout_seconds
@@ -215,6 +244,7 @@ class Transport:
                 headers=all_headers,
                 params=dict(params or {}),
                 follow_redirects=False,
+                verify=verify_tls,
             )
         else:
             http_client.headers.update(all_headers)
@@ -290,7 +320,7 @@ class Transport:
         )
         try:
             async with self.slots:
-                response = await self.client.request(
+                request = self.client.build_request(
                     method,
                     path,
                     json=json_body,
@@ -298,6 +328,11 @@ class Transport:
                     headers=dict(headers or {}),
                     timeout=request_timeout,
                 )
+                response = await self.client.send(request, stream=True)
+                try:
+                    await self._read_capped(response, action)
+                finally:
+                    await response.aclose()
         except httpx.HTTPError as exc:
             self.stats.by_status[0] = self.stats.by_status.get(0, 0) + 1
             error = self._transport_error(exc, action)
@@ -317,6 +352,30 @@ class Transport:
             raise api_error
         return response
 
+    async def _read_capped(self, response: httpx.Response, action: str) -> None:
+        """Read the body into ``response`` (``.content``), refusing more than the cap."""
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise self._too_large(response, action, f"{int(declared):,} bytes announced")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise self._too_large(response, action, f"more than {size:,} bytes")
+            chunks.append(chunk)
+        response._content = b"".join(chunks)
+
+    def _too_large(self, response: httpx.Response, action: str, what: str) -> ServerError:
+        return ServerError(
+            f"{self.backend}: {action}: HTTP {response.status_code} answered {what}, over "
+            f"the {self.max_body_bytes:,}-byte limit (max_body_bytes); not read. Is base_url "
+            "the API root?",
+            status_code=response.status_code,
+            code=BODY_TOO_LARGE,
+            backend=self.backend,
+        )
+
     async def request(
         self,
         method: str,
@@ -328,8 +387,14 @@ class Transport:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
-    ) -> httpx.Response:
+        decode: bool = False,
+    ) -> Any:
         """Send a request with the retry rules of ``mode``; return a 2xx/3xx response.
+
+        With ``decode``, returns ``(response, decoded JSON)``: the body is decoded inside
+        the retry loop, so a
+        2xx answer whose body is cut short or not JSON is retried like a dropped
+        connection (for a create: reported as ambiguous, the create happened).
 
         Args:
             method: HTTP method.
@@ -358,7 +423,7 @@ class Transport:
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
                         self.stats.retries += 1
-                    return await self._send_once(
+                    response = await self._send_once(
                         method,
                         path,
                         action=action,
@@ -368,6 +433,14 @@ class Transport:
                         headers=headers,
                         timeout=timeout,
                     )
+                    if not decode:
+                        return response
+                    try:
+                        return response, self.decode(response, action)
+                    except ServerError as exc:
+                        if mode is RetryMode.IDEMPOTENT:
+                            raise _RetryableError(exc, None) from None
+                        raise
         except _RetryableError as exc:
             raise exc.error from exc.__cause__
         raise AssertionError(
@@ -400,9 +473,10 @@ class Transport:
         """Like :meth:`request`, and decode the JSON body.
 
         An empty body decodes to None. A body that is not JSON raises :class:`ServerError`
-        with a snippet of it, never a JSONDecodeError.
+        with a snippet of it, never a JSONDecodeError; for an idempotent request it is
+        retried first (the decode is inside the retry loop).
         """
-        response = await self.request(
+        _, body = await self.request(
             method,
             path,
             action=action,
@@ -411,8 +485,9 @@ class Transport:
             params=params,
             headers=headers,
             timeout=timeout,
+            decode=True,
         )
-        return self.decode(response, action)
+        return body
 
     def decode(self, response: httpx.Response, action: str) -> Any:
         """Decode a successful response's JSON body, or raise :class:`ServerError`."""
@@ -424,8 +499,9 @@ class Transport:
         except ValueError:
             raise ServerError(
                 f"{self.backend}: {action}: HTTP {response.status_code} answered a body that is "
-                f"not JSON: {snippet(text, self.secrets)}",
+                f"not JSON (cut short, or not the API): {snippet(text, self.secrets)}",
                 status_code=response.status_code,
+                code=UNREADABLE_BODY,
                 backend=self.backend,
                 body_snippet=snippet(text, self.secrets),
             ) from None
@@ -471,6 +547,30 @@ class Transport:
                 yield response
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, action) from exc
+
+
+def check_base_url(base_url: str, *, backend: str) -> None:
+    """Refuse a base URL that is not ``http(s)://host[:port][/path]``, before any request.
+
+    Args:
+        base_url: The API root.
+        backend: The backend's name, for the message.
+
+    Raises:
+        ValidationError: The URL has no http(s) scheme or no host.
+    """
+    text = base_url if isinstance(base_url, str) else ""
+    try:
+        url = httpx.URL(text)
+        ok = url.scheme in ("http", "https") and bool(url.host) and text.strip() == text
+    except (httpx.InvalidURL, ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise ValidationError(
+            f"{backend}: base_url {base_url!r} is not a valid API root: it needs http:// or "
+            "https://, a host, and no spaces (e.g. 'https://api.example.com/v1')",
+            backend=backend,
+        )
 
 
 def _clean_params(params: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -26,6 +26,8 @@ from tenacity.wait import wait_base
 from prefect_agent_runs.errors import ApiError, TransportError
 
 __all__ = [
+    "TRANSIENT_TOLERANCE",
+    "UNREADABLE_BODY",
     "Backoff",
     "is_transient",
     "is_transient_status",
@@ -33,6 +35,14 @@ __all__ = [
 ]
 
 _PERMANENT_5XX = frozenset({501, 505})
+
+TRANSIENT_TOLERANCE = 10
+"""Transient failures in a row that a read, a lookup and a wait all ride out (issue 13, D3:
+one tolerance for one-off calls and the wait loop)."""
+
+UNREADABLE_BODY = "unreadable_body"
+"""``ApiError.code`` of a 2xx answer whose body could not be read (cut short, not JSON):
+transient like a dropped connection (DESIGN.md: a body cut short on a read is retried)."""
 
 
 def is_transient_status(status_code: int) -> bool:
@@ -54,6 +64,8 @@ def is_transient(exc: BaseException) -> bool:
     """
     if isinstance(exc, TransportError):
         return True
+    if isinstance(exc, ApiError) and exc.code == UNREADABLE_BODY:
+        return True
     if isinstance(exc, ApiError) and exc.status_code is not None:
         return is_transient_status(exc.status_code)
     return False
@@ -72,6 +84,7 @@ def may_have_started(exc: BaseException) -> bool:
         return False
     if isinstance(exc, TransportError):
         return exc.reached_server is not False
+    # an unreadable 2xx answer: the server did it, its answer was lost
     return isinstance(exc, ApiError) and exc.status_code not in (408, 429)
 
 

@@ -47,9 +47,10 @@ from prefect_agent_runs.errors import (
     RunFailed,
     RunRequiresAction,
     RunTimedOut,
+    ValidationError,
 )
 from prefect_agent_runs.models import Run, RunStatus
-from prefect_agent_runs.transient import Backoff, is_transient
+from prefect_agent_runs.transient import TRANSIENT_TOLERANCE, Backoff, is_transient
 
 __all__ = [
     "Clock",
@@ -90,18 +91,22 @@ class PollPolicy:
     max_poll_interval_seconds: float = 15.0
     backoff_multiplier: float = 1.5
     jitter: float = 0.2
-    max_poll_errors: int = 10
+    max_poll_errors: int = TRANSIENT_TOLERANCE
     honor_server_hints: bool = True
 
     def __post_init__(self) -> None:
         if self.timeout_seconds is not None and self.timeout_seconds < 0:
-            raise ValueError("timeout_seconds must be >= 0 or None")
+            raise ValidationError(
+                f"timeout_seconds must be >= 0 or None, not {self.timeout_seconds!r}"
+            )
         if self.poll_interval_seconds <= 0:
-            raise ValueError("poll_interval_seconds must be > 0")
+            raise ValidationError(
+                f"poll_interval_seconds must be > 0, not {self.poll_interval_seconds!r}"
+            )
         if self.max_poll_interval_seconds < self.poll_interval_seconds:
-            raise ValueError("max_poll_interval_seconds must be >= poll_interval_seconds")
+            raise ValidationError("max_poll_interval_seconds must be >= poll_interval_seconds")
         if not 0.0 <= self.jitter < 1.0:
-            raise ValueError("jitter must be in [0, 1)")
+            raise ValidationError(f"jitter must be in [0, 1), not {self.jitter!r}")
 
     def with_overrides(self, **changes: Any) -> PollPolicy:
         """A copy with the given fields changed (None values are ignored)."""

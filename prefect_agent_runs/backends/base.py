@@ -19,6 +19,7 @@ words) and ``error_parser`` (its error bodies, when the shared parser cannot rea
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -28,7 +29,7 @@ from prefect_agent_runs.backends.create import create_reconciled
 from prefect_agent_runs.backends.paging import Page, PageRequest, paged
 from prefect_agent_runs.backends.paths import path_segment, require_id
 from prefect_agent_runs.backends.sse import RunEvent
-from prefect_agent_runs.errors import BadRequest, NotSupported
+from prefect_agent_runs.errors import BadRequest, NotSupported, ValidationError
 from prefect_agent_runs.http import ErrorParser, RetryMode, Transport
 from prefect_agent_runs.models import (
     METADATA_BATCH_KEY,
@@ -39,6 +40,10 @@ from prefect_agent_runs.models import (
     ThreadResult,
 )
 from prefect_agent_runs.waiting import Clock, Observation, PollPolicy, Sleep, wait_for_terminal
+
+CREATE_ATTEMPTS = 3
+"""Creates sent at most for one request; each resend comes after a lookup window found
+nothing (:data:`~prefect_agent_runs.backends.create.LOOKUP_WINDOW_SECONDS`)."""
 
 __all__ = [
     "BaseRunsClient",
@@ -258,6 +263,8 @@ class BaseRunsClient:
             The run created (or adopted).
         """
         to_run = convert or self.to_run
+        if isinstance(payload, Mapping):
+            self.check_json_metadata(payload.get("metadata"))
 
         async def send() -> Run:
             try:
@@ -275,6 +282,25 @@ class BaseRunsClient:
         )
         logger.info("%s: created %s", self.backend, run.describe())
         return run
+
+    def check_json_metadata(self, metadata: Any, *, what: str = "metadata") -> None:
+        """Refuse metadata that JSON cannot carry (a datetime...), naming the key.
+
+        Raises:
+            ValidationError: A value is not JSON-serializable (nothing was sent).
+        """
+        if not isinstance(metadata, Mapping):
+            return
+        for key, value in metadata.items():
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise ValidationError(
+                    f"{self.backend}: {what} key {key!r} has a {type(value).__name__} value "
+                    f"that is not JSON ({exc}); convert it first, e.g. to a string "
+                    "(nothing was sent)",
+                    backend=self.backend,
+                ) from None
 
     @staticmethod
     def batch_metadata(request: RunRequest) -> dict[str, Any]:
@@ -303,11 +329,9 @@ class BaseRunsClient:
         )
 
     def _create_kwargs(self) -> dict[str, Any]:
-        """Arguments of :func:`create_reconciled`: as many creates as the transport's
-        ``max_retries`` allows (at least 3), and the injected sleep (tests)."""
-        kwargs: dict[str, Any] = {
-            "max_attempts": max(3, self.transport.retry_policy.max_retries + 1)
-        }
+        """Arguments of :func:`create_reconciled`: :data:`CREATE_ATTEMPTS` creates at most
+        (each after a full lookup window), and the injected sleep (tests)."""
+        kwargs: dict[str, Any] = {"max_attempts": CREATE_ATTEMPTS}
         if self._sleep is not None:
             kwargs["sleep"] = self._sleep
         return kwargs

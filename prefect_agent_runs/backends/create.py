@@ -25,12 +25,18 @@ from typing import Any
 from prefect_agent_runs.errors import (
     AgentRunsError,
     ApiError,
+    Conflict,
     NotFound,
     RateLimited,
     TransportError,
 )
 from prefect_agent_runs.models import Run
-from prefect_agent_runs.transient import Backoff, may_have_started
+from prefect_agent_runs.transient import (
+    TRANSIENT_TOLERANCE,
+    Backoff,
+    is_transient,
+    may_have_started,
+)
 
 __all__ = ["CREATE_ID_KEY", "create_reconciled", "first_match", "new_create_id"]
 
@@ -40,7 +46,12 @@ CREATE_ID_KEY = "prefect_agent_runs_create_id"
 logger = logging.getLogger("prefect_agent_runs.create")
 
 MAX_BACKOFF_SECONDS = 8.0
-"""Cap of the wait before a lookup (it doubles after each ambiguous failure)."""
+"""Cap of the wait before a lookup (it doubles after each lookup)."""
+LOOKUP_WINDOW_SECONDS = 30.0
+"""How long a create that may have reached the server is looked up before it is sent again
+(issue 13, D5). It covers a create that the network delivers 20 s late; a create delivered
+later than this after its timeout may start a second run (where the platform's own guards,
+such as LangGraph's busy-thread 409 or Assistants' active-run 400, do not refuse it)."""
 
 
 def new_create_id() -> str:
@@ -91,6 +102,52 @@ def _error_kwargs(exc: AgentRunsError) -> dict[str, Any]:
     return kwargs
 
 
+async def _look(
+    lookup: Callable[[], Awaitable[Run | None]],
+    *,
+    window_seconds: float,
+    backoff: Backoff,
+    sleep: Callable[[float], Awaitable[None]],
+    backend: str,
+    action: str,
+    exc: AgentRunsError,
+) -> Run | None:
+    """Look the run up, with backoff, until found or ``window_seconds`` of waits passed.
+
+    A lookup that fails transiently is looked again (issue 13, D2); the window ends only
+    on a lookup that answered "no such run". Returns the run, or None.
+
+    Raises:
+        AgentRunsError: A lookup failed for good (not transient), or the last lookups
+            kept failing: the message says a run MAY exist.
+    """
+    waited = 0.0
+    n = 0
+    while True:
+        delay = backoff.delay(n)
+        n += 1
+        await sleep(delay)
+        waited += delay
+        try:
+            found = await lookup()
+        except AgentRunsError as lookup_error:
+            if is_transient(lookup_error) and (waited < window_seconds or n < TRANSIENT_TOLERANCE):
+                logger.info(
+                    "%s: %s: lookup %d failed (%s); looking again", backend, action, n, lookup_error
+                )
+                continue
+            raise type(exc)(
+                f"{exc.message} — and looking the run up failed too ({lookup_error}); "
+                "a run MAY exist: check before starting it again (a rerun with the same "
+                "batch_key looks again)",
+                **_error_kwargs(exc),
+            ) from lookup_error
+        if found is not None:
+            return found
+        if waited >= window_seconds:
+            return None
+
+
 async def create_reconciled(
     send: Callable[[], Awaitable[Run]],
     lookup: Callable[[], Awaitable[Run | None]],
@@ -98,10 +155,17 @@ async def create_reconciled(
     backend: str,
     action: str,
     max_attempts: int = 3,
-    backoff_seconds: float = 1.0,
+    backoff_seconds: float = 0.5,
+    lookup_window_seconds: float | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> Run:
     """Send a create; after an ambiguous failure, adopt the run if it exists, else resend.
+
+    After a failure that may have started a run (:func:`may_have_started`), the run is
+    looked up with backoff over ``lookup_window_seconds`` (issue 13, D5: a create that the
+    network delivers late is found, not sent twice); transient lookup failures are looked
+    again (D2). A 409 after such a failure (the thread is busy: maybe with our first
+    create, delivered late) is looked up too.
 
     Args:
         send: Sends the create once (the transport may retry what provably never
@@ -110,37 +174,44 @@ async def create_reconciled(
         backend: Backend name, for messages.
         action: What is being created, for messages.
         max_attempts: Creates sent at most.
-        backoff_seconds: Wait before a lookup (doubles each time, up to
+        backoff_seconds: The first wait before a lookup (doubles each time, up to
             :data:`MAX_BACKOFF_SECONDS`), so a slow server has committed the run before we look.
+        lookup_window_seconds: How long to keep looking before sending again (None:
+            :data:`LOOKUP_WINDOW_SECONDS`, read at call time).
         sleep: Sleep (tests inject one).
 
     Raises:
         AgentRunsError: The create failed for good, or stayed ambiguous after
             ``max_attempts`` (the message says a run may exist).
     """
+    window = LOOKUP_WINDOW_SECONDS if lookup_window_seconds is None else lookup_window_seconds
     backoff = Backoff(backoff_seconds, MAX_BACKOFF_SECONDS, multiplier=2.0, jitter=0.0)
+    ambiguous = False
     for attempt in range(1, max_attempts + 1):
         try:
             return await send()
         except (TransportError, ApiError) as exc:
-            if not may_have_started(exc):
+            if not (may_have_started(exc) or (ambiguous and isinstance(exc, Conflict))):
                 raise
+            ambiguous = True
             logger.warning(
-                "%s: %s: ambiguous failure on attempt %d (%s); looking the run up before resending",
+                "%s: %s: ambiguous failure on attempt %d (%s); looking the run up for up to "
+                "%gs before resending",
                 backend,
                 action,
                 attempt,
                 exc,
+                window,
             )
-            await sleep(backoff.delay(attempt - 1))
-            try:
-                found = await lookup()
-            except AgentRunsError as lookup_error:
-                raise type(exc)(
-                    f"{exc.message} — and looking the run up failed too ({lookup_error}); "
-                    "a run MAY exist: check before starting it again",
-                    **_error_kwargs(exc),
-                ) from lookup_error
+            found = await _look(
+                lookup,
+                window_seconds=window,
+                backoff=backoff,
+                sleep=sleep,
+                backend=backend,
+                action=action,
+                exc=exc,
+            )
             if found is not None:
                 logger.info(
                     "%s: %s: adopted %s created by the failed attempt",
@@ -152,7 +223,7 @@ async def create_reconciled(
             if attempt == max_attempts:
                 raise type(exc)(
                     f"{exc.message} — gave up after {max_attempts} create attempts; each was "
-                    "looked up afterwards and no run was found",
+                    f"looked up for {window:g}s afterwards and no run was found",
                     **_error_kwargs(exc),
                 ) from exc
     raise AssertionError("unreachable")  # pragma: no cover

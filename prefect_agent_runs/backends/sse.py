@@ -19,12 +19,13 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import httpx
-from httpx_sse import EventSource
+from httpx_sse import ServerSentEvent
+from httpx_sse._decoders import SSEDecoder
 
 from prefect_agent_runs.errors import TransportError
 from prefect_agent_runs.http import Transport
 
-__all__ = ["ResumePoint", "RunEvent", "decode_data", "read_events"]
+__all__ = ["ResumePoint", "RunEvent", "decode_data", "iter_sse", "read_events"]
 
 logger = logging.getLogger("prefect_agent_runs.backends.sse")
 
@@ -59,6 +60,38 @@ def decode_data(data: str) -> Any:
         return json.loads(data) if data else None
     except ValueError:
         return data
+
+
+async def iter_sse(
+    response: httpx.Response, *, backend: str, action: str
+) -> AsyncIterator[ServerSentEvent]:
+    """The events of an SSE answer; a stream that ends inside an event raises.
+
+    An event ends with a blank line. A stream whose last lines are not followed by one
+    (a server that never sends the blank-line terminators, a body cut short) would end
+    with its last event silently dropped (or, without any terminator, with no event at
+    all): that is an error here, not an end (issue 13).
+
+    Raises:
+        TransportError: The stream ended in the middle of an event.
+    """
+    decoder = SSEDecoder()
+    pending: list[str] = []
+    async for line in response.aiter_lines():
+        line = line.rstrip("\n").rstrip("\r")
+        sse = decoder.decode(line)
+        if line:
+            pending.append(line)
+        else:
+            pending.clear()
+        if sse is not None:
+            yield sse
+    if pending:
+        raise TransportError(
+            f"{backend}: {action}: the event stream ended in the middle of an event (no blank "
+            f"line after its last {len(pending)} line(s)): a malformed or cut stream",
+            backend=backend,
+        )
 
 
 class ResumePoint:
@@ -157,7 +190,7 @@ async def read_events(
                 headers=point.headers(),
                 timeout=timeout,
             ) as response:
-                async for sse in EventSource(response).aiter_sse():
+                async for sse in iter_sse(response, backend=transport.backend, action=action):
                     if not point.is_new(sse.id or None, sse.event, sse.data):
                         continue
                     reconnects = 0

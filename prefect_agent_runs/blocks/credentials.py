@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, HttpUrl, SecretStr
 from prefect_agent_runs.backends import registry
 from prefect_agent_runs.backends.base import BaseRunsClient
 from prefect_agent_runs.errors import NotSupported
+from prefect_agent_runs.transient import TRANSIENT_TOLERANCE
 
 __all__ = [
     "AgentRunsCredentials",
@@ -47,7 +48,10 @@ class AgentRunsCredentials(CredentialsBlock):
         default=30.0, gt=0, description="Timeout of one HTTP request, in seconds."
     )
     max_retries: int = Field(
-        default=3, ge=0, le=20, description="Transport retries of a failed idempotent request."
+        default=TRANSIENT_TOLERANCE,
+        ge=0,
+        le=20,
+        description="Transport retries of a failed idempotent request (the wait loop tolerates as many).",
     )
     max_concurrency: int = Field(
         default=32, ge=1, le=1024, description="Requests in flight at once through one client."

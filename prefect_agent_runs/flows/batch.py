@@ -405,6 +405,12 @@ async def _run_batch_body(
     _check_fail_on(fail_on)
     if max_concurrency < 1:
         raise ValidationError("max_concurrency must be >= 1")
+    if timeout_seconds is not None and not timeout_seconds >= 0:
+        raise ValidationError(
+            f"{credentials.backend}: run_batch timeout_seconds must be >= 0 or None, not "
+            f"{timeout_seconds!r} (nothing was sent)",
+            backend=credentials.backend,
+        )
     key = batch_key or generate_batch_key()
     prepared = prepare_requests(requests, key, _flow_run_id())
     return await _execute(

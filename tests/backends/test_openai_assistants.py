@@ -121,13 +121,14 @@ async def test_create_on_new_thread_wait_and_result(
     assert run.thread_id and run.id.startswith("run_")
     assert run.metadata[CREATE_ID_KEY]
     assert run.key == "item-1"
-    # the thread was created first, carrying the batch tags and the message
+    # a bare thread first (issue 13, D4: a thread left behind by a lost answer is empty
+    # and untagged), then the run, carrying the batch tags and the message
     first, second = posts(emu)
     assert first.route == "/threads"
-    assert first.json["metadata"] == tags
-    assert first.json["messages"] == [{"role": "user", "content": "hello"}]
+    assert first.json == {}
     assert second.route == f"/threads/{run.thread_id}/runs"
-    assert "additional_messages" not in second.json
+    assert second.json["additional_messages"] == [{"role": "user", "content": "hello"}]
+    assert {k: second.json["metadata"][k] for k in tags} == tags
     # every call carries the beta header and the bearer key
     assert all(r.headers.get("openai-beta") == "assistants=v2" for r in emu.requests)
     assert all(r.headers.get("authorization") == "<redacted>" for r in emu.requests)

@@ -13,6 +13,7 @@ from prefect_agent_runs.backends.create import create_reconciled
 from prefect_agent_runs.errors import (
     AgentRunsError,
     BadRequest,
+    Conflict,
     NotFound,
     RateLimited,
     ServerError,
@@ -107,9 +108,82 @@ async def test_ambiguous_then_found_is_adopted(error: AgentRunsError) -> None:
 
 async def test_ambiguous_then_not_found_is_resent() -> None:
     script, sleeps = Script([ambiguous_timeout()], lookups=[None]), Sleeps()
-    run = await call(script, sleeps)
+    run = await call(script, sleeps, lookup_window_seconds=0)
     assert run.id == "run_sent_2"
     assert (script.sent, script.looked_up) == (2, 1)
+
+
+async def test_lookups_cover_the_window_before_resending() -> None:
+    """D5: one lookup 1 s later used to decide; a create the server applies later was sent
+    twice. Now the run is looked up with backoff over the whole window first."""
+    script, sleeps = Script([ambiguous_timeout()]), Sleeps()
+    run = await call(script, sleeps, backoff_seconds=0.5, lookup_window_seconds=30)
+    assert run.id == "run_sent_2"
+    assert sleeps.calls == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]  # 31.5 s >= 30 s
+    assert (script.sent, script.looked_up) == (2, 7)
+
+
+async def test_a_create_applied_late_is_found_not_resent() -> None:
+    late = make_run("run_late")
+    script = Script([ambiguous_timeout()], lookups=[None, None, None, late])
+    run = await call(script, Sleeps(), lookup_window_seconds=30)
+    assert run is late
+    assert (script.sent, script.looked_up) == (1, 4)
+
+
+async def test_a_failing_lookup_is_looked_again_not_dropped() -> None:
+    """D2: one failed lookup used to raise "a run MAY exist" and drop the item."""
+    found = make_run("run_found")
+    lookups: list[Run | AgentRunsError | None] = [
+        ServerError("502", status_code=502, backend=BACKEND),
+        TransportError("reset", backend=BACKEND, reached_server=None),
+        found,
+    ]
+    script = Script([ambiguous_timeout()])
+
+    async def lookup() -> Run | None:
+        script.looked_up += 1
+        item = lookups.pop(0)
+        if isinstance(item, AgentRunsError):
+            raise item
+        return item
+
+    run = await create_reconciled(
+        script.send, lookup, backend=BACKEND, action="create run", sleep=Sleeps()
+    )
+    assert run is found
+    assert (script.sent, script.looked_up) == (1, 3)
+
+
+async def test_a_lookup_refused_for_good_says_a_run_may_exist() -> None:
+    script = Script([ambiguous_timeout()])
+
+    async def lookup() -> Run | None:
+        raise NotFound("no such assistant", status_code=404, backend=BACKEND)
+
+    with pytest.raises(TransportError, match="a run MAY exist"):
+        await create_reconciled(
+            script.send, lookup, backend=BACKEND, action="create run", sleep=Sleeps()
+        )
+    assert script.sent == 1
+
+
+async def test_a_busy_thread_after_an_ambiguous_create_is_looked_up() -> None:
+    """A late first create makes the resend meet a busy thread (409): it is ours."""
+    mine = make_run("run_first")
+    conflict = Conflict("thread busy", status_code=409, backend=BACKEND)
+    script = Script([ambiguous_timeout(), conflict], lookups=[None, mine])
+    run = await call(script, Sleeps(), lookup_window_seconds=0)
+    assert run is mine
+    assert (script.sent, script.looked_up) == (2, 2)
+
+
+async def test_a_busy_thread_on_the_first_create_is_raised() -> None:
+    conflict = Conflict("thread busy", status_code=409, backend=BACKEND)
+    script = Script([conflict])
+    with pytest.raises(Conflict):
+        await call(script, Sleeps())
+    assert script.looked_up == 0
 
 
 @pytest.mark.parametrize(
@@ -140,9 +214,9 @@ async def test_gives_up_after_max_attempts() -> None:
     ]
     script, sleeps = Script(errors), Sleeps()
     with pytest.raises(TransportError) as info:
-        await call(script, sleeps, max_attempts=3, backoff_seconds=1.0)
+        await call(script, sleeps, max_attempts=3, backoff_seconds=1.0, lookup_window_seconds=0)
     assert (script.sent, script.looked_up) == (3, 3)
-    assert sleeps.calls == [1.0, 2.0, 4.0]
+    assert sleeps.calls == [1.0, 1.0, 1.0]
     message = str(info.value)
     assert "gave up after 3 create attempts" in message
     assert "no run was found" in message
@@ -152,7 +226,7 @@ async def test_gives_up_after_max_attempts() -> None:
 async def test_found_on_a_later_attempt() -> None:
     found = make_run("run_late")
     script = Script([ambiguous_timeout(), ambiguous_timeout()], lookups=[None, found])
-    run = await call(script, Sleeps(), max_attempts=3)
+    run = await call(script, Sleeps(), max_attempts=3, lookup_window_seconds=0)
     assert run is found
     assert (script.sent, script.looked_up) == (2, 2)
 
@@ -160,7 +234,7 @@ async def test_found_on_a_later_attempt() -> None:
 async def test_one_attempt_only() -> None:
     script = Script([ambiguous_timeout()])
     with pytest.raises(TransportError, match="gave up after 1 create attempts"):
-        await call(script, Sleeps(), max_attempts=1)
+        await call(script, Sleeps(), max_attempts=1, lookup_window_seconds=0)
     assert (script.sent, script.looked_up) == (1, 1)
 
 
@@ -209,7 +283,12 @@ async def create_via_transport(transport: Transport, key: str, sleeps: Sleeps) -
         return None
 
     return await create_reconciled(
-        send, lookup, backend=BACKEND, action=f"create run for item {key}", sleep=sleeps
+        send,
+        lookup,
+        backend=BACKEND,
+        action=f"create run for item {key}",
+        sleep=sleeps,
+        lookup_window_seconds=0,
     )
 
 

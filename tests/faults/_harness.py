@@ -64,7 +64,9 @@ def langgraph_items(n: int, *, sleep: float = 0.0) -> list[dict[str, Any]]:
 
 
 def message_items(n: int, assistant_id: str) -> list[dict[str, Any]]:
-    return [{"key": f"item-{i}", "assistant_id": assistant_id, "message": f"q{i}"} for i in range(n)]
+    return [
+        {"key": f"item-{i}", "assistant_id": assistant_id, "message": f"q{i}"} for i in range(n)
+    ]
 
 
 def langgraph_count(base_url: str) -> Callable[[str], ServerCount]:
@@ -76,7 +78,11 @@ def langgraph_count(base_url: str) -> Callable[[str], ServerCount]:
             while True:
                 page = http.post(
                     "/threads/search",
-                    json={"metadata": {METADATA_BATCH_KEY: batch_key}, "limit": 500, "offset": offset},
+                    json={
+                        "metadata": {METADATA_BATCH_KEY: batch_key},
+                        "limit": 500,
+                        "offset": offset,
+                    },
                 ).json()
                 threads += page
                 if len(page) < 500:
@@ -94,23 +100,28 @@ def langgraph_count(base_url: str) -> Callable[[str], ServerCount]:
 
 
 def assistants_count(emulator: Any) -> Callable[[str], ServerCount]:
-    """Runs per key from the emulator's store; threads from what it created (its records
-    of POST /threads answered 200: the emulator answers before the proxy breaks it)."""
+    """Runs and their threads per key from the emulator's store; empty threads left behind
+    (created, answer lost, never given a run) from its records of POST /threads."""
 
     def count(batch_key: str) -> ServerCount:
         out = ServerCount()
+        threads_with_runs: set[str] = set()
+        threads_by_key: dict[str, set[str]] = {}
         for run in emulator.runs():
             meta = run.get("metadata") or {}
+            threads_with_runs.add(str(run.get("thread_id")))
             if meta.get(METADATA_BATCH_KEY) == batch_key:
-                out.runs_by_key[str(meta.get(METADATA_ITEM_KEY))] += 1
-        for record in list(emulator.requests):
-            if record.method == "POST" and record.route in ("/threads", "/threads/runs") and record.status == 200:
-                body = record.json or {}
-                meta = (body.get("thread") or body).get("metadata") or {}
-                if meta.get(METADATA_BATCH_KEY) == batch_key:
-                    out.threads_by_key[str(meta.get(METADATA_ITEM_KEY))] += 1
-                elif record.route == "/threads":
-                    out.untagged_threads += 1
+                key = str(meta.get(METADATA_ITEM_KEY))
+                out.runs_by_key[key] += 1
+                threads_by_key.setdefault(key, set()).add(str(run.get("thread_id")))
+        for key, threads in threads_by_key.items():
+            out.threads_by_key[key] = len(threads)
+        created = {
+            str((r.response_json or {}).get("id"))
+            for r in list(emulator.requests)
+            if r.method == "POST" and r.route == "/threads" and r.status == 200
+        }
+        out.untagged_threads = len(created - threads_with_runs)
         return out
 
     return count
@@ -129,13 +140,14 @@ class BatchReport:
     duplicates: int
     retries: int
     faults_injected: int
+    orphan_threads: int
     seconds: float
     errors: list[str] = field(default_factory=list)
 
     def row(self) -> str:
         return (
             f"| {self.fault} | {self.backend} | {self.items} | {self.duplicates} | {self.lost} "
-            f"| {self.retries} | {self.faults_injected} |"
+            f"| {self.retries} | {self.faults_injected} | {self.orphan_threads} |"
         )
 
 
@@ -184,6 +196,7 @@ def judge(
         duplicates=count.duplicates(),
         retries=count_retries(log_records),
         faults_injected=faults_injected,
+        orphan_threads=count.untagged_threads,
         seconds=round(seconds, 1),
         errors=errors,
     )

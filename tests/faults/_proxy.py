@@ -319,8 +319,12 @@ class FaultProxy:
         with self._lock:
             self.records.append(record)
         if fault is Fault.RATE_429:
-            await _write(writer, 429, {"retry-after": "1", "content-type": "application/json"},
-                         b'{"error": {"message": "Rate limit reached (proxy)", "type": "requests", "code": "rate_limit_exceeded"}}')
+            await _write(
+                writer,
+                429,
+                {"retry-after": "1", "content-type": "application/json"},
+                b'{"error": {"message": "Rate limit reached (proxy)", "type": "requests", "code": "rate_limit_exceeded"}}',
+            )
             return True
         if fault is Fault.RESET_BEFORE:
             _reset(writer)
@@ -389,10 +393,13 @@ class FaultProxy:
 
     async def _write_gateway_error(self, writer: asyncio.StreamWriter, fault: Fault) -> None:
         if fault is Fault.HTML_502:
-            await _write(writer, 502, {"content-type": "text/html"}, _HTML_502, reason="Bad Gateway")
+            await _write(
+                writer, 502, {"content-type": "text/html"}, _HTML_502, reason="Bad Gateway"
+            )
         else:
-            await _write(writer, 503, {"content-type": "text/plain"}, _TEXT_503,
-                         reason="Service Unavailable")
+            await _write(
+                writer, 503, {"content-type": "text/plain"}, _TEXT_503, reason="Service Unavailable"
+            )
 
     async def _relay_stream(
         self, response: httpx.Response, writer: asyncio.StreamWriter, fault: Fault | None

@@ -7,10 +7,10 @@ server is then asked (directly) how many threads and runs each key has.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from _harness import (
@@ -34,10 +34,19 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 REQUEST_TIMEOUT = 2.0
 STALL = 2.5
+LOOKUP_WINDOW = 4.0
+"""The create lookup window in these tests (default 30 s): covers a create held 3 s."""
 REPORTS: list[BatchReport] = []
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(autouse=True)
+def short_lookup_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect_agent_runs.backends import create
+
+    monkeypatch.setattr(create, "LOOKUP_WINDOW_SECONDS", LOOKUP_WINDOW)
+
+
+@pytest.fixture
 def assistants_emulator() -> Iterator[AssistantsEmulator]:
     with AssistantsEmulator(run_seconds=0.05, poll_after_ms=50) as emu:
         yield emu
@@ -96,7 +105,7 @@ async def _run(
         faults = sum(v for k, v in proxy.counts().items() if k != "none")
         deadline = time.monotonic() + late_hold + 5
         while proxy.late_in_flight() and time.monotonic() < deadline:
-            time.sleep(0.1)  # let held creates land before counting duplicates
+            await asyncio.sleep(0.1)  # let held creates land before counting duplicates
     report = judge(
         target,
         result,

@@ -37,8 +37,8 @@ from prefect_agent_runs.backends.sse import read_events
 from prefect_agent_runs.backends.steps import join_step
 from prefect_agent_runs.errors import (
     NotFound,
-    RunError,
     RunFailed,
+    ServerError,
     ValidationError,
 )
 from prefect_agent_runs.http import RetryMode, Transport
@@ -50,6 +50,8 @@ from prefect_agent_runs.models import (
     RunStatus,
     ThreadResult,
 )
+from prefect_agent_runs.responses import redact
+from prefect_agent_runs.transient import TRANSIENT_TOLERANCE
 from prefect_agent_runs.waiting import Clock, PollPolicy, Sleep
 
 __all__ = ["STATUS_MAP", "LangGraphClient"]
@@ -143,7 +145,7 @@ class LangGraphClient(BaseRunsClient):
         api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
         request_timeout_seconds: float = 30.0,
-        max_retries: int = 3,
+        max_retries: int = TRANSIENT_TOLERANCE,
         max_concurrency: int = 32,
         policy: PollPolicy | None = None,
         http_client: httpx.AsyncClient | None = None,
@@ -186,12 +188,16 @@ class LangGraphClient(BaseRunsClient):
             raw=dict(raw),
         )
 
-    def _bad_shape(self, expected: str, got: Any) -> RunError | ValidationError:
-        snippet = json.dumps(got, default=str)[:200]
-        return ValidationError(
+    def _bad_shape(self, expected: str, got: Any) -> ServerError:
+        # the server's answer, not our input: a ServerError, redacted before it is cut
+        # (servers and proxies echo request headers, the x-api-key among them: issue 13)
+        snippet = redact(json.dumps(got, default=str), self.transport.secrets)[:200]
+        return ServerError(
             f"{self.backend}: the server answered something that is not {expected}: {snippet}. "
             "Is base_url a LangGraph Agent Server?",
+            status_code=200,
             backend=self.backend,
+            body_snippet=snippet,
         )
 
     def _run_path(self, run_id: str, thread_id: str | None) -> str:
@@ -262,6 +268,13 @@ class LangGraphClient(BaseRunsClient):
         create_id = new_create_id()
         payload = self.run_payload(request, create_id=create_id)
         if chosen:
+            if "input" not in payload and "command" not in payload:
+                raise ValidationError(
+                    f"{self.backend}: request key {request.key!r} has neither message nor input "
+                    "(nor a command): a run on a new thread would fail with EmptyInputError "
+                    "(nothing was sent)",
+                    backend=self.backend,
+                )
             payload.setdefault("if_not_exists", "create")
 
         async def lookup() -> Run | None:

@@ -62,6 +62,8 @@ from prefect_agent_runs.models import (
     RunStatus,
     ThreadResult,
 )
+from prefect_agent_runs.responses import redact
+from prefect_agent_runs.transient import TRANSIENT_TOLERANCE
 from prefect_agent_runs.waiting import Clock, Observation, PollPolicy, Sleep
 
 __all__ = [
@@ -236,7 +238,7 @@ class AssistantsClient(BaseRunsClient):
         api_version: str | None = None,
         headers: Mapping[str, str] | None = None,
         request_timeout_seconds: float = 60.0,
-        max_retries: int = 3,
+        max_retries: int = TRANSIENT_TOLERANCE,
         max_concurrency: int = 32,
         policy: PollPolicy | None = None,
         http_client: httpx.AsyncClient | None = None,
@@ -288,7 +290,8 @@ class AssistantsClient(BaseRunsClient):
         )
 
     def _bad_shape(self, expected: str, got: Any) -> ServerError:
-        snippet = json.dumps(got, default=str)[:200]
+        # redacted before cutting: servers and proxies echo request headers (issue 13)
+        snippet = redact(json.dumps(got, default=str), self.transport.secrets)[:200]
         return ServerError(
             f"{self.backend}: the server answered something that is not {expected}: {snippet}. "
             "Is base_url an OpenAI-compatible Assistants v2 API root (ending in /v1, or "
@@ -504,14 +507,29 @@ class AssistantsClient(BaseRunsClient):
         return await self._create_thread(payload)
 
     async def _create_thread(self, payload: dict[str, Any]) -> dict[str, Any]:
-        # Retried like a read: a duplicate *thread* is an empty orphan that starts no work,
-        # so riding out a 5xx or a timeout here is worth more than never leaving one behind.
+        # Retried like a read. create_run sends a *bare* thread here (no metadata, no
+        # messages: those travel with the run), so a retry after a lost answer leaves at
+        # worst an empty, untagged thread that holds nothing and starts nothing (issue 13,
+        # D4: a tagged thread with no run is never left behind). The API has no way to
+        # find such a thread again, so an item cannot be made without this risk.
         body = await self.transport.request_json(
             "POST", "/threads", action="create a thread", mode=RetryMode.IDEMPOTENT, json=payload
         )
         if not isinstance(body, dict) or not isinstance(body.get("id"), str):
             raise self._bad_shape("a thread object", body)
         return body
+
+    def bare_thread_payload(self, request: RunRequest) -> dict[str, Any]:
+        """The CreateThreadRequest body :meth:`create_run` sends for a new thread.
+
+        Only ``tool_resources``: the messages and the metadata (batch tags) go with the run
+        (``additional_messages``, run metadata), so that a thread left behind by a lost
+        answer is empty and untagged.
+        """
+        payload: dict[str, Any] = {}
+        if "tool_resources" in request.options:
+            payload["tool_resources"] = request.options["tool_resources"]
+        return payload
 
     async def create_run(self, request: RunRequest) -> Run:
         """Start a run on the request's thread, or on a new thread created first.
@@ -534,9 +552,14 @@ class AssistantsClient(BaseRunsClient):
         """
         create_id = new_create_id()
         new_thread = request.thread_id is None
-        payload = self.run_payload(request, create_id=create_id, include_messages=not new_thread)
+        payload = self.run_payload(request, create_id=create_id, include_messages=True)
         if new_thread:
-            thread = await self._create_thread(self.thread_payload(request))
+            if not payload.get("additional_messages"):
+                raise self._invalid(
+                    f"request key {request.key!r} has neither message nor input: a run on a "
+                    "new, empty thread has nothing to answer (nothing was sent)"
+                )
+            thread = await self._create_thread(self.bare_thread_payload(request))
             thread_id = str(thread["id"])
         else:
             thread_id = self._check_id(request.thread_id, "thread_id")
@@ -640,12 +663,17 @@ class AssistantsClient(BaseRunsClient):
 
     # -- read ---------------------------------------------------------------------------
 
-    async def _get_run_response(self, run_id: str, thread_id: str | None) -> httpx.Response:
-        return await self.transport.request(
+    async def _get_run_response(
+        self, run_id: str, thread_id: str | None
+    ) -> tuple[httpx.Response, Any]:
+        """The answer (for its poll hint) and its JSON, decoded inside the retry loop."""
+        response, body = await self.transport.request(
             "GET",
             self._run_path(run_id, thread_id),
             action=f"get run {run_id} on thread {thread_id}",
+            decode=True,
         )
+        return response, body
 
     async def get_run(self, run_id: str, *, thread_id: str | None = None) -> Run:
         """Read one run.
@@ -657,8 +685,8 @@ class AssistantsClient(BaseRunsClient):
         Raises:
             NotFound: No such thread or run (on api.openai.com: the API was retired).
         """
-        response = await self._get_run_response(run_id, thread_id)
-        return self.to_run(self.transport.decode(response, f"get run {run_id}"))
+        _, body = await self._get_run_response(run_id, thread_id)
+        return self.to_run(body)
 
     def _paged(
         self,
@@ -911,8 +939,8 @@ class AssistantsClient(BaseRunsClient):
 
         async def step(remaining: float | None) -> Observation:
             nonlocal warned_expiry
-            response = await self._get_run_response(current.id, current.thread_id)
-            run = self.to_run(self.transport.decode(response, f"get run {current.id}"))
+            response, body = await self._get_run_response(current.id, current.thread_id)
+            run = self.to_run(body)
             hint = hint_seconds(response, POLL_AFTER_HEADER)
             if run.status is RunStatus.REQUIRES_ACTION:
                 calls = tool_calls(run)

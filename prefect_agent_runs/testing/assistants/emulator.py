@@ -66,7 +66,7 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "expired", "i
 
 _ACTIVE = frozenset({"queued", "in_progress", "requires_action", "cancelling"})
 _PREFIXES = ("/v1", "/openai")
-_REDACTED_HEADERS = frozenset({"authorization", "api-key"})
+_REDACTED_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
 _SCRIPT_KEYS = frozenset(
     {"seconds", "queue_seconds", "outcome", "tool", "tool_arguments", "cancel_seconds", "error"}
 )
@@ -147,7 +147,8 @@ class RecordedRequest:
         method: HTTP method.
         path: Request path as received (with the ``/v1`` prefix).
         query: Query parameters (last value wins).
-        headers: Lower-cased headers; ``authorization`` / ``api-key`` values are redacted.
+        headers: Lower-cased headers; ``authorization`` / ``api-key`` / ``x-api-key`` values
+            are redacted.
         json: The decoded JSON body, or ``None``.
         status: The status answered.
         response_json: The JSON body answered (``None`` for HTML and SSE answers).
