@@ -70,7 +70,7 @@ __all__ = [
 logger = logging.getLogger("prefect_agent_runs.http")
 
 USER_AGENT = f"prefect-agent-runs/{__version__}"
-MAX_BODY_BYTES = 32 * 1024 * 1024
+MAX_BODY_BYTES = 16 * 1024 * 1024
 """Largest answer read (issue 13: a 50 MB answer was read and decoded whole); a longer one
 is refused with a :class:`ServerError` after reading at most this many bytes."""
 BODY_TOO_LARGE = "body_too_large"

@@ -86,12 +86,14 @@ def parse_retry_after(
     ms = headers.get("retry-after-ms")
     if ms:
         with contextlib.suppress(ValueError):
-            return max(0.0, float(ms) / 1000.0)
+            delay = float(ms) / 1000.0
+            return delay if delay >= 0 else None
     value = headers.get("retry-after")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        delay = float(value)
+        return delay if delay >= 0 else None  # a negative delay is garbage: back off instead
     except ValueError:
         pass  # not seconds: an HTTP date, or garbage
     try:

@@ -56,6 +56,11 @@ class AgentRunsCredentials(CredentialsBlock):
     max_concurrency: int = Field(
         default=32, ge=1, le=1024, description="Requests in flight at once through one client."
     )
+    verify_tls: bool = Field(
+        default=True,
+        description="Verify the server's TLS certificate. Turn off only for a test server: "
+        "it is logged as a warning.",
+    )
 
     def client_values(self) -> dict[str, Any]:
         """The block's fields as the backend's client takes them (secrets unwrapped).
@@ -67,6 +72,8 @@ class AgentRunsCredentials(CredentialsBlock):
         for name in type(self).model_fields:
             value = getattr(self, name)
             values[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if values.get("verify_tls") is True:
+            del values["verify_tls"]  # the default: clients that lack the option still build
         return values
 
     def get_client(self, **overrides: Any) -> BaseRunsClient:

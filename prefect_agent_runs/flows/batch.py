@@ -412,7 +412,10 @@ async def _run_batch_body(
             backend=credentials.backend,
         )
     key = batch_key or generate_batch_key()
-    prepared = prepare_requests(requests, key, _flow_run_id())
+    try:
+        prepared = prepare_requests(requests, key, _flow_run_id())
+    except ValidationError as exc:
+        raise ValidationError(f"{credentials.backend}: {exc}", backend=credentials.backend) from None
     return await _execute(
         "batch",
         credentials,

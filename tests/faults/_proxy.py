@@ -157,6 +157,7 @@ class FaultProxy:
         self.records: list[ProxyRecord] = []
         self._config = _Config(rng=random.Random(seed))
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -214,6 +215,11 @@ class FaultProxy:
         """Late creates held and not delivered yet."""
         with self._lock:
             return self._late_pending
+
+    def wait_late_delivered(self, timeout: float) -> bool:
+        """Block until every held create was delivered (True), or ``timeout`` passed."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._late_pending == 0, timeout)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -281,9 +287,9 @@ class FaultProxy:
             config = self._config
             if config.match is not None and not config.match(method, path):
                 return None
-            if config.late_rate and self.is_create(method, path):
-                if config.rng.random() < config.late_rate:
-                    return Fault.LATE_CREATE
+            late = config.late_rate and self.is_create(method, path)
+            if late and config.rng.random() < config.late_rate:
+                return Fault.LATE_CREATE
             if config.rate and config.rng.random() < config.rate:
                 return config.rng.choice(config.kinds)
             return None
@@ -341,6 +347,7 @@ class FaultProxy:
             finally:
                 with self._lock:
                     self._late_pending -= 1
+                    self._idle.notify_all()
             _reset(writer)  # the client gave up long ago
             return False
         assert self._client is not None

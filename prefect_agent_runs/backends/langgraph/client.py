@@ -113,6 +113,7 @@ class LangGraphClient(BaseRunsClient):
         http_client: An ``httpx.AsyncClient`` to use (tests).
         clock: Monotonic clock (tests).
         sleep: Sleep (tests).
+        verify_tls: Verify the server's TLS certificate (default); False logs a warning.
 
     Examples:
         ```python
@@ -151,6 +152,7 @@ class LangGraphClient(BaseRunsClient):
         http_client: httpx.AsyncClient | None = None,
         clock: Clock | None = None,
         sleep: Sleep | None = None,
+        verify_tls: bool = True,
     ) -> None:
         all_headers = dict(headers or {})
         if api_key:
@@ -165,6 +167,7 @@ class LangGraphClient(BaseRunsClient):
             max_concurrency=max_concurrency,
             http_client=http_client,
             sleep=sleep,
+            verify_tls=verify_tls,
         )
         super().__init__(transport, policy=policy, clock=clock, sleep=sleep)
 
@@ -246,7 +249,7 @@ class LangGraphClient(BaseRunsClient):
         A batch item (metadata with batch key and item key) gets a thread id derived from
         them, so a rerun of the batch finds it again.
         """
-        if request.thread_id:
+        if request.thread_id is not None:  # an empty id is refused, not a new thread
             return self._check_id(request.thread_id, "thread_id"), False
         batch = request.metadata.get(METADATA_BATCH_KEY)
         key = request.metadata.get(METADATA_ITEM_KEY)

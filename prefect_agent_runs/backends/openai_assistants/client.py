@@ -107,6 +107,8 @@ POLL_AFTER_HEADER = "openai-poll-after-ms"
 METADATA_MAX_KEYS = 16
 METADATA_MAX_KEY_CHARS = 64
 METADATA_MAX_VALUE_CHARS = 512
+MESSAGE_MAX_CHARS = 256_000
+"""Longest message content the Assistants API accepts (CreateMessageRequest)."""
 LIST_MAX_LIMIT = 100
 FIND_SCAN_LIMIT = 100
 """Most runs of a thread inspected when looking a run up by its metadata."""
@@ -244,6 +246,7 @@ class AssistantsClient(BaseRunsClient):
         http_client: httpx.AsyncClient | None = None,
         clock: Clock | None = None,
         sleep: Sleep | None = None,
+        verify_tls: bool = True,
     ) -> None:
         all_headers: dict[str, str] = dict(BETA_HEADERS)
         if api_key:
@@ -270,6 +273,7 @@ class AssistantsClient(BaseRunsClient):
             max_concurrency=max_concurrency,
             http_client=http_client,
             sleep=sleep,
+            verify_tls=verify_tls,
             error_hook=self._retired_hook,
         )
         super().__init__(transport, policy=policy, clock=clock, sleep=sleep)
@@ -404,6 +408,13 @@ class AssistantsClient(BaseRunsClient):
                 messages.append({"role": item.get("role", "user"), **dict(item)})
         if request.message is not None:
             messages.append({"role": "user", "content": request.message})
+        for message in messages:
+            content = message.get("content")
+            if isinstance(content, str) and len(content) > MESSAGE_MAX_CHARS:
+                raise self._invalid(
+                    f"a message of request key {request.key!r} has {len(content):,} characters; "
+                    f"the Assistants API allows at most {MESSAGE_MAX_CHARS:,} (nothing was sent)"
+                )
         return messages
 
     def _check_options(self, request: RunRequest, *, new_thread: bool) -> None:
