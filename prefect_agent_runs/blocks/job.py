@@ -18,7 +18,7 @@ from typing import Any, ClassVar, TypeAlias, TypeVar, cast
 from prefect._internal.compatibility.async_dispatch import async_dispatch
 from prefect.blocks.abstract import JobBlock, JobRun
 from prefect.utilities.asyncutils import run_coro_as_sync
-from pydantic import Field, HttpUrl
+from pydantic import Field, HttpUrl, SerializeAsAny, field_validator
 
 from prefect_agent_runs.backends.base import RunsClient
 from prefect_agent_runs.blocks.credentials import _DOCS, _LOGO, AgentRunsCredentials
@@ -29,9 +29,23 @@ __all__ = ["AgentRun", "AgentRunJob"]
 
 R = TypeVar("R")
 
-AnyCredentials: TypeAlias = AgentRunsCredentials
+AnyCredentials: TypeAlias = SerializeAsAny[AgentRunsCredentials]
 """The credentials blocks an ``AgentRunJob`` accepts: any backend's (found by block type
-when loaded, so a backend registered later needs no change here)."""
+when loaded, so a backend registered later needs no change here). ``SerializeAsAny``: a
+job is saved with its block's own fields (the key included, as a secret), not only the
+shared ones (issue 13: an AgentRunJob holding AssistantsCredentials loaded back as
+another class, without its key)."""
+
+
+def _credentials_class_for_slug(slug: str) -> type[AgentRunsCredentials] | None:
+    """The credentials block class whose Prefect block type slug is ``slug``."""
+    pending: list[type[AgentRunsCredentials]] = [AgentRunsCredentials]
+    while pending:
+        block_class = pending.pop()
+        if block_class is not AgentRunsCredentials and block_class.get_block_type_slug() == slug:
+            return block_class
+        pending.extend(block_class.__subclasses__())
+    return None
 
 
 @asynccontextmanager
@@ -301,6 +315,36 @@ class AgentRunJob(JobBlock):  # type: ignore[type-arg]
     _logo_url: ClassVar[HttpUrl | None] = HttpUrl(_LOGO)
 
     credentials: AnyCredentials = Field(default=..., description="The backend's credentials block.")
+
+    @classmethod
+    def _from_block_document(cls, block_document: Any) -> Any:
+        """Load, giving saved credentials their own block class (named by the reference's
+        block type: Prefect would build the field's declared base class)."""
+        refs = block_document.block_document_references or {}
+        data = block_document.data
+        ref = refs.get("credentials")
+        nested = data.get("credentials") if isinstance(data, dict) else None
+        if isinstance(ref, dict) and isinstance(nested, dict) and "block_type_slug" not in nested:
+            block_type = (ref.get("block_document") or {}).get("block_type") or {}
+            slug = block_type.get("slug")
+            if isinstance(slug, str):
+                block_document = block_document.model_copy(
+                    update={"data": {**data, "credentials": {**nested, "block_type_slug": slug}}}
+                )
+        return super()._from_block_document(block_document)
+
+    @field_validator("credentials", mode="before")
+    @classmethod
+    def _credentials_of_their_own_class(cls, value: Any) -> Any:
+        """A dict naming its block type becomes that block class (not the shared base)."""
+        if isinstance(value, dict) and isinstance(value.get("block_type_slug"), str):
+            data = dict(value)
+            slug = data.pop("block_type_slug")
+            block_class = _credentials_class_for_slug(slug)
+            if block_class is not None:
+                return block_class.model_validate(data)
+        return value
+
     assistant_id: str = Field(
         default=...,
         description="The assistant (Assistants API) or graph / assistant id (LangGraph).",

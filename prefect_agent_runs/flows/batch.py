@@ -415,7 +415,9 @@ async def _run_batch_body(
     try:
         prepared = prepare_requests(requests, key, _flow_run_id())
     except ValidationError as exc:
-        raise ValidationError(f"{credentials.backend}: {exc}", backend=credentials.backend) from None
+        raise ValidationError(
+            f"{credentials.backend}: {exc}", backend=credentials.backend
+        ) from None
     return await _execute(
         "batch",
         credentials,

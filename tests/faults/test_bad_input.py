@@ -233,7 +233,9 @@ def _truncated(body: dict[str, Any]) -> httpx.Response:
     import json
 
     raw = json.dumps(body).encode()
-    return httpx.Response(200, content=raw[: len(raw) // 2], headers={"content-type": "application/json"})
+    return httpx.Response(
+        200, content=raw[: len(raw) // 2], headers={"content-type": "application/json"}
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -376,10 +378,14 @@ async def test_retry_after_is_honored_within_bounds(
 
 async def test_429_forever_is_rate_limited_after_the_retries() -> None:
     recorder = Recorder(
-        lambda r: httpx.Response(429, headers={"retry-after": "1"}, json={"error": {"message": "q"}})
+        lambda r: httpx.Response(
+            429, headers={"retry-after": "1"}, json={"error": {"message": "q"}}
+        )
     )
     with pytest.raises(RateLimited) as info:
-        await client_for("openai_assistants", recorder, max_retries=4).get_run("run_q", thread_id="t1")
+        await client_for("openai_assistants", recorder, max_retries=4).get_run(
+            "run_q", thread_id="t1"
+        )
     assert len(recorder.requests) == 5
     assert info.value.retry_after == 1.0
     assert_names(info.value, "openai_assistants", "run_q", "HTTP 429")

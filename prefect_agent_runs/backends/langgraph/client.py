@@ -175,7 +175,11 @@ class LangGraphClient(BaseRunsClient):
 
     def to_run(self, raw: Any) -> Run:
         """Normalize a LangGraph run object."""
-        if not isinstance(raw, Mapping) or "run_id" not in raw:
+        if (
+            not isinstance(raw, Mapping)
+            or not isinstance(raw.get("run_id"), str)
+            or not raw["run_id"]
+        ):
             raise self._bad_shape("a run object", raw)
         status = self.normalize(raw.get("status"))
         return Run(
