@@ -123,6 +123,8 @@ def _run_contender(
             "PYTHONPATH": str(ROOT),
             "PREFECT_HOME": str(workdir / "prefect-home"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # the temporary server needs longer than the default 20 s on a loaded 2-core box
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
             "PREFECT_LOGGING_LEVEL": env.get("PREFECT_LOGGING_LEVEL", "INFO"),
         }
     )
@@ -483,6 +485,16 @@ def main() -> None:
     rows: dict[tuple[str, str, int], Row] = {}
     notes: list[str] = []
 
+    def attempt(workload: str, contender: str, n: int, measure: Any) -> None:
+        try:
+            figures = measure()
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            print(f"  {workload} {contender} N={n}: FAILED: {exc}"[-2000:], flush=True)
+            notes.append(f"{workload} {contender} N={n}: one round failed: {first}")
+            return
+        record(workload, contender, n, figures)
+
     def record(workload: str, contender: str, n: int, figures: dict[str, Any]) -> None:
         row = rows.setdefault((workload, contender, n), Row(workload, contender, n))
         row.rounds.append(figures)
@@ -498,8 +510,11 @@ def main() -> None:
             order = args.contenders if r % 2 == 0 else list(reversed(args.contenders))
             print(f"langgraph round {r + 1}/{rounds}", flush=True)
             for contender in order:
-                record(
-                    "langgraph", contender, lg_n, _langgraph_round(contender, lg_n, 1.0, 64, None)
+                attempt(
+                    "langgraph",
+                    contender,
+                    lg_n,
+                    lambda c=contender: _langgraph_round(c, lg_n, 1.0, 64, None),
                 )
     if "langgraph-10k" in args.workloads:
         with tempfile.TemporaryDirectory(prefix="bench-prefill-") as tmp:
@@ -511,8 +526,11 @@ def main() -> None:
             )
             workload = f"langgraph-{prefill // 1000}k"
             for contender in args.contenders:
-                record(
-                    workload, contender, lg_n, _langgraph_round(contender, lg_n, 1.0, 64, template)
+                attempt(
+                    workload,
+                    contender,
+                    lg_n,
+                    lambda c=contender: _langgraph_round(c, lg_n, 1.0, 64, template),
                 )
     if "assistants" in args.workloads:
         for n in sizes:
@@ -526,7 +544,12 @@ def main() -> None:
                 order = names if r % 2 == 0 else list(reversed(names))
                 print(f"assistants N={n} round {r + 1}/{count}", flush=True)
                 for contender in order:
-                    record("assistants", contender, n, _assistants_round(contender, n, 256))
+                    attempt(
+                        "assistants",
+                        contender,
+                        n,
+                        lambda c=contender, n=n: _assistants_round(c, n, 256),
+                    )
     ordered = sorted(rows.values(), key=lambda r: (r.workload, r.n, CONTENDERS.index(r.contender)))
     print()
     print(table(ordered))
