@@ -280,7 +280,8 @@ class BaseRunsClient:
         run = await create_reconciled(
             send, lookup, backend=self.backend, action=action, **self._create_kwargs()
         )
-        logger.info("%s: created %s", self.backend, run.describe())
+        if logger.isEnabledFor(logging.DEBUG):  # one line per create: DEBUG (O(1) INFO per batch)
+            logger.debug("%s: created %s", self.backend, run.describe())
         return run
 
     def check_json_metadata(self, metadata: Any, *, what: str = "metadata") -> None:

@@ -68,6 +68,7 @@ def join_step(
     read: Callable[[], Awaitable[Run]],
     *,
     chunk_seconds: float,
+    answered: Callable[[Any], Awaitable[Run | None]] | None = None,
     annotate: Callable[[Run, Any], Run] | None = None,
     backend: str = "",
 ) -> Step:
@@ -81,6 +82,8 @@ def join_step(
         join: Joins the run for at most the given seconds; returns what the join answered.
         read: Reads the run.
         chunk_seconds: The longest single join.
+        answered: Given what the join answered, the run's final state when the answer
+            says it (then the run is not read), else None.
         annotate: Adds what the join answered to the run read after it (e.g. its error).
         backend: For the debug log.
     """
@@ -94,6 +97,10 @@ def join_step(
             if exc.reached_server is False:
                 raise
             logger.debug("%s: a join ended early (%s)", backend, exc)
+        if answered is not None:
+            final = await answered(answer)
+            if final is not None:
+                return Observation(final, poll_after_seconds=None)
         observed = await read()
         if annotate is not None:
             observed = annotate(observed, answer)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -175,7 +176,9 @@ class TinyServer(ServedApp):
         return JSONResponse(body, headers={"x-poll-after-ms": "5"})
 
     async def get(self, request: Request) -> JSONResponse:
-        run = self.runs[request.path_params["run_id"]]
+        run = self.runs.get(request.path_params["run_id"])
+        if run is None:
+            return JSONResponse({"message": "no such run"}, status_code=404)
         run["status"] = {"waiting": "busy", "busy": "done"}.get(run["status"], run["status"])
         return self._public(run)
 
@@ -224,7 +227,7 @@ async def test_run_batch_accepts_it(prefect_harness: None, server: TinyServer) -
 
     credentials = credentials_class("tiny")(base_url=server.url, api_key="secret-key")
     items = [RunRequest(assistant_id="a", key=f"k{i}", message=f"q{i}") for i in range(12)]
-    result = await run_batch(credentials, items, batch_key="tiny-batch")
+    result = await run_batch(credentials, items, batch_key=f"tiny-{uuid.uuid4().hex[:8]}")
     assert [o.key for o in result.completed] == [f"k{i}" for i in range(12)]
     for i, outcome in enumerate(result.outcomes):
         assert outcome.result is not None and outcome.result.text == f"echo: q{i}"
@@ -252,7 +255,8 @@ async def test_agent_run_job_accepts_it(prefect_harness: None, server: TinyServe
     run = await agent_run.await_for_completion()
     assert run.status is RunStatus.COMPLETED
     assert (await agent_run.afetch_result()).text == "echo: hello"
-    await job.asave("tiny-job", overwrite=True)
-    loaded = await AgentRunJob.aload("tiny-job")
+    name = f"tiny-job-{uuid.uuid4().hex[:8]}"
+    await job.asave(name)
+    loaded = await AgentRunJob.aload(name)
     assert type(loaded.credentials).__name__ == "TinyCredentials"
     assert (await loaded.credentials.get_client().get_run(run.id)).status is RunStatus.COMPLETED
