@@ -39,11 +39,13 @@ from prefect_agent_runs.models import (
     RunStatus,
     ThreadResult,
 )
+from prefect_agent_runs.transient import TRANSIENT_TOLERANCE
 from prefect_agent_runs.waiting import Clock, Observation, PollPolicy, Sleep, wait_for_terminal
 
-CREATE_ATTEMPTS = 3
-"""Creates sent at most for one request; each resend comes after a lookup window found
-nothing (:data:`~prefect_agent_runs.backends.create.LOOKUP_WINDOW_SECONDS`)."""
+CREATE_ATTEMPTS = TRANSIENT_TOLERANCE
+"""Creates sent at most for one request. Each resend comes only after a lookup window found
+nothing (:data:`~prefect_agent_runs.backends.create.LOOKUP_WINDOW_SECONDS`), so a resend
+cannot duplicate a create delivered within the window; the tolerance is the transport's."""
 
 __all__ = [
     "BaseRunsClient",

@@ -144,7 +144,8 @@ def test_parse_retry_after_http_date() -> None:
     # a date in the past is "now", never negative
     assert parse_retry_after(headers, now=lambda: later.timestamp() + 100) == 0.0
     assert parse_retry_after(httpx.Headers({})) is None
-    assert parse_retry_after(httpx.Headers({"Retry-After": "-5"})) == 0.0
+    # a negative delay is garbage: None, so the caller backs off (issue 13)
+    assert parse_retry_after(httpx.Headers({"Retry-After": "-5"})) is None
     assert parse_retry_after(httpx.Headers({"retry-after-ms": "250"})) == 0.25
 
 

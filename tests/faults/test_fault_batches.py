@@ -36,6 +36,8 @@ REQUEST_TIMEOUT = 2.0
 STALL = 2.5
 LOOKUP_WINDOW = 4.0
 """The create lookup window in these tests (default 30 s): covers a create held 3 s."""
+LATE_HOLD = 3.0
+"""A late create is held this long (the issue's 20 s, scaled like the timeouts)."""
 REPORTS: list[BatchReport] = []
 
 
@@ -130,3 +132,61 @@ async def test_300_items_with_20_percent_faults(
     assert report.errors == [], report.errors[:5]
     assert (report.lost, report.wrong, report.duplicates) == (0, 0, 0)
     assert report.retries > 0
+
+
+KIND_ITEMS = 20
+
+
+@pytest.mark.parametrize("kind", [*ALL_KINDS, Fault.LATE_CREATE], ids=lambda k: k.value)
+@pytest.mark.parametrize("backend", ["langgraph", "openai_assistants"])
+async def test_each_fault_kind_alone(
+    backend: str, kind: Fault, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One kind at a time, 30 % of requests (of creates, for a late create): the table's rows.
+
+    A late create is held 3 s (the client's read timeout is 2 s) and then delivered: the
+    lookup window (4 s here, 30 s by default) covers it, so nothing is started twice.
+    """
+    target = _target(backend, request)
+    late = kind is Fault.LATE_CREATE
+    report = await _run(
+        target,
+        caplog,
+        n=KIND_ITEMS,
+        rate=0.0 if late else 0.3,
+        kinds=(kind,),
+        label=kind.value,
+        late_rate=0.3 if late else 0.0,
+        late_hold=LATE_HOLD,
+        seed=sum(map(ord, kind.value)),
+    )
+    assert report.faults_injected > 0
+    assert report.errors == [], report.errors[:5]
+    assert (report.lost, report.wrong, report.duplicates) == (0, 0, 0)
+
+
+async def test_a_create_later_than_the_window_is_the_stated_bound(
+    request: pytest.FixtureRequest,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bound: a create delivered after the lookup window may start a second run. With
+    the window shorter than the hold, duplicates appear, at most one per late create."""
+    from prefect_agent_runs.backends import create
+
+    monkeypatch.setattr(create, "LOOKUP_WINDOW_SECONDS", 0.2)
+    target = _target("openai_assistants", request)
+    report = await _run(
+        target,
+        caplog,
+        n=KIND_ITEMS,
+        rate=0.0,
+        kinds=(Fault.LATE_CREATE,),
+        label="late create past the window",
+        late_rate=0.3,
+        late_hold=4.0,
+        seed=5,
+    )
+    late = report.faults_injected
+    assert report.lost == 0
+    assert report.duplicates <= late
