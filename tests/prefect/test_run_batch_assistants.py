@@ -88,9 +88,17 @@ async def test_rerun_with_the_same_batch_key_starts_nothing_twice(
 
 
 async def test_a_flaky_server_fails_no_item_and_duplicates_nothing(
-    emulator: AssistantsEmulator, batch_key: str
+    emulator: AssistantsEmulator, batch_key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    emulator.inject_faults(rate=0.2, statuses=(429, 500, 502, 503), retry_after=0.01, seed=7)
+    # Faults AFTER the handler (issue 13): the run exists and its answer is lost, so a
+    # client that blindly resent creates would duplicate. (A 429 means "not processed":
+    # it stays out of after-commit faults.) The lookup window is shortened for CI.
+    from prefect_agent_runs.backends import create
+
+    monkeypatch.setattr(create, "LOOKUP_WINDOW_SECONDS", 2.0)
+    emulator.inject_faults(
+        rate=0.2, statuses=(500, 502, 503), retry_after=0.01, seed=7, after_commit=True
+    )
     credentials = AssistantsCredentials(
         base_url=emulator.base_url, api_key="sk-test-key", max_retries=6
     )
