@@ -466,6 +466,7 @@ async def run_items(
     collect_results: bool = True,
     wait: bool = True,
     resume: bool = True,
+    fresh: bool = False,
     known_runs: dict[str, Run] | None = None,
     on_creating: CreatingCallback | None = None,
     on_created: CreatedCallback | None = None,
@@ -491,6 +492,7 @@ async def run_items(
         collect_results: Read what each completed run wrote to its thread.
         wait: Wait for each run to end; False only finds or creates the runs.
         resume: Before creating, look for a run already started for the item's key.
+        fresh: The batch key was just generated: no item can have a run, nothing is looked up.
         known_runs: Runs recorded by an earlier attempt (key to run).
         on_creating: Called with (key, request) just before a create is sent.
         on_created: Called with (key, run) as soon as a run exists.
@@ -515,7 +517,7 @@ async def run_items(
         max_active_runs=max_active_runs,
         collect_results=collect_results,
         wait=wait,
-        resume=resume,
+        resume=resume and not fresh,
         known_runs=known_runs,
         on_creating=on_creating,
         on_created=on_created,

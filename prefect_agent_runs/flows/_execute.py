@@ -171,7 +171,9 @@ class _Job:
         ledger: BatchLedger,
         progress: ProgressReporter,
         logger: Logger,
+        fresh: bool = False,
     ) -> None:
+        self.fresh = fresh
         self.mode = mode
         self.client = client
         self.requests = requests
@@ -227,6 +229,7 @@ class _Job:
                 collect_results=self.collect_results,
                 wait=self.mode != "create",
                 resume=True,
+                fresh=self.fresh,
                 known_runs=self.known,
                 on_creating=self.on_creating,
                 on_created=self.on_created,
@@ -384,6 +387,7 @@ async def execute(
             ledger=ledger,
             progress=progress,
             logger=logger,
+            fresh=generated_key and not known,
         )
         try:
             outcomes = await _run_job.with_options(task_run_name=_run_name(mode, batch_key))(job)
