@@ -477,18 +477,19 @@ async def run_items(
 ) -> list[RunOutcome]:
     """Find or create, wait for and collect every request; outcomes in request order.
 
-    LEAD NOTE (22:18 UTC): the lead overwrote this function by mistake while you were
-    writing this file (it thought the "scale" helper had stopped) and rebuilt it as a thin
-    wrapper over ``_Engine`` from what the class expects. Check it against what you meant
-    and delete this note. Sorry. -- the lead
-
     Args:
         client: The backend client.
-        requests: The items (sync or async iterable); each must have a unique ``key``.
-        policy: Wait policy for each run.
-        max_concurrency: Requests in flight at once (finds, creates, reads).
-        max_active_runs: Remote runs alive at once; None: no bound; DEFAULT: the
-            backend's default (:func:`default_max_active_runs`).
+        requests: The items, a sequence or a (sync or async) iterator read as the workers
+            need more; each must have a ``key``, unique within the batch. A sequence is
+            checked before anything is sent (``ValueError``); an item of an iterator with a
+            missing or repeated key becomes a ``ValidationError`` outcome.
+        policy: Wait policy for each run (``timeout_seconds`` counts from the moment the
+            item's run exists).
+        max_concurrency: Requests the engine sends at once (finds, creates, reads,
+            results), and runs watched one by one at once when the backend has no
+            ``"bulk_watch"``.
+        max_active_runs: Remote runs alive at once; None: no bound (the platform queues
+            them); :data:`DEFAULT`: the backend's (:func:`default_max_active_runs`).
         collect_results: Read what each completed run wrote to its thread.
         wait: Wait for each run to end; False only finds or creates the runs.
         resume: Before creating, look for a run already started for the item's key.
@@ -503,13 +504,21 @@ async def run_items(
 
     Returns:
         One outcome per request, in request order.
+
+    Raises:
+        ValueError: ``requests`` is a sequence with a missing or repeated key, or a bound
+            is below 1.
     """
     if isinstance(requests, Sequence):
         keys = [r.key for r in requests]
         if any(k is None for k in keys) or len(set(keys)) != len(keys):
             raise ValueError("run_items: every request needs a key, unique within the batch")
+    if max_concurrency < 1:
+        raise ValueError("run_items: max_concurrency must be >= 1")
     if max_active_runs is DEFAULT:
         max_active_runs = default_max_active_runs(str(client.backend))
+    if max_active_runs is not None and max_active_runs < 1:
+        raise ValueError("run_items: max_active_runs must be >= 1 or None")
     engine = _Engine(
         client,
         policy=policy,
