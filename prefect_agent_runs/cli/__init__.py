@@ -498,6 +498,12 @@ def _print_summary(result: BatchResult, seconds: float, *, batch_key_given: bool
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    print(
+        f"demo: starting {args.items} runs on a local {args.backend} server "
+        "(Prefect's temporary server takes 10-20 s to start the first time)...",
+        file=sys.stderr,
+        flush=True,
+    )
     from prefect.settings import PREFECT_API_URL
 
     from prefect_agent_runs.backends import registry

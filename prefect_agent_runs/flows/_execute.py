@@ -322,7 +322,7 @@ async def execute(
     generated_key: bool,
     known: dict[str, Run],
     max_concurrency: int,
-    max_active_runs: int | None = DEFAULT,
+    max_active_runs: Any = DEFAULT,
     timeout_seconds: float | None,
     cancel_on_timeout: bool,
     collect_results: bool,
@@ -340,6 +340,8 @@ async def execute(
     logger = _logger()
     started = time.monotonic()
     run_id = flow_run_id()
+    if max_active_runs == "default":
+        max_active_runs = DEFAULT
     if generated_key:
         logger.info(
             "batch key %r was generated; pass batch_key=%r to resume this batch",
