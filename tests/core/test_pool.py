@@ -13,9 +13,12 @@ from prefect_agent_runs.testing import AssistantsEmulator
 
 def test_shard_count_follows_the_connection_limit() -> None:
     assert ShardedTransport(1).shards == 1
-    assert ShardedTransport(32).shards == 1
-    assert ShardedTransport(33).shards == 2
-    assert ShardedTransport(272).shards == 9
+    assert ShardedTransport(16).shards == 1
+    assert ShardedTransport(17).shards == 2
+    assert ShardedTransport(272).shards == 17
+    many = ShardedTransport(64, shard_size=16)
+    contexts = {id(s.transport._pool._ssl_context) for s in many._shards}
+    assert len(contexts) == 1  # one TLS context shared by the pools
 
 
 async def test_requests_spread_and_give_their_slots_back() -> None:
@@ -33,4 +36,4 @@ async def test_requests_spread_and_give_their_slots_back() -> None:
 def test_the_transport_uses_it() -> None:
     transport = Transport(backend="test", base_url="http://127.0.0.1:1", max_concurrency=100)
     assert isinstance(transport.client._transport, ShardedTransport)
-    assert transport.client._transport.shards == 4
+    assert transport.client._transport.shards == 7
