@@ -2,16 +2,23 @@
 
 Every block has the same shape: ``base_url``, a ``SecretStr`` secret, request timeout,
 transport retries and concurrency, and ``get_client()`` that builds the backend's
-``RunsClient``. Secrets never appear in a repr, a log line or an error.
+``RunsClient`` through the backend registry. Secrets never appear in a repr, a log line
+or an error.
+
+A backend's block is found with :func:`credentials_class`: the block class written
+here for it, or else one built from the backend's ``settings`` model (backends declare
+their credentials as plain pydantic models, so that they never import Prefect).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any, ClassVar
 
 from prefect.blocks.abstract import CredentialsBlock
-from pydantic import Field, HttpUrl, SecretStr
+from pydantic import BaseModel, Field, HttpUrl, SecretStr
 
+from prefect_agent_runs.backends import registry
 from prefect_agent_runs.backends.base import BaseRunsClient
 from prefect_agent_runs.errors import NotSupported
 
@@ -21,6 +28,7 @@ __all__ = [
     "LangGraphCredentials",
     "ProjectThreadsCredentials",
     "WorkflowRunsCredentials",
+    "credentials_class",
 ]
 
 _LOGO = "https://images.ctfassets.net/gm98wzqotmnx/08yCE6xpJMX9Kjl5VArDS/c2ede674c20f90b9b6edeab71feffac9/prefect-logo-mark-solid-white-500.png?h=250"
@@ -45,14 +53,17 @@ class AgentRunsCredentials(CredentialsBlock):
         default=32, ge=1, le=1024, description="Requests in flight at once through one client."
     )
 
-    def _client_kwargs(self, overrides: dict[str, Any]) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "request_timeout_seconds": self.request_timeout_seconds,
-            "max_retries": self.max_retries,
-            "max_concurrency": self.max_concurrency,
-        }
-        kwargs.update(overrides)
-        return kwargs
+    def client_values(self) -> dict[str, Any]:
+        """The block's fields as the backend's client takes them (secrets unwrapped).
+
+        Returns:
+            Every field's value; a ``SecretStr`` becomes its plain string.
+        """
+        values: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            values[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return values
 
     def get_client(self, **overrides: Any) -> BaseRunsClient:
         """Build the backend's async client (close it with ``await client.aclose()``).
@@ -60,13 +71,20 @@ class AgentRunsCredentials(CredentialsBlock):
         Args:
             **overrides: Client arguments that replace the block's (``max_concurrency``,
                 ``policy``, ``http_client``...).
+
+        Raises:
+            NotSupported: The backend is not built (not registered).
         """
-        raise NotSupported(
-            f"{type(self).__name__}: the {self.backend or 'this'} backend is not built yet; "
-            "it is planned (see the README's roadmap). Use LangGraphCredentials or "
-            "AssistantsCredentials.",
-            backend=self.backend or None,
-        )
+        try:
+            spec = registry.get(self.backend)
+        except NotSupported:
+            raise NotSupported(
+                f"{type(self).__name__}: the {self.backend or 'this'} backend is not built "
+                "yet; it is planned (see the README's roadmap). Use LangGraphCredentials or "
+                "AssistantsCredentials.",
+                backend=self.backend or None,
+            ) from None
+        return spec.build_client(self.client_values(), **overrides)
 
 
 class LangGraphCredentials(AgentRunsCredentials):
@@ -102,13 +120,6 @@ class LangGraphCredentials(AgentRunsCredentials):
     api_key: SecretStr | None = Field(
         default=None, description="The API key sent as `x-api-key`; empty for a local server."
     )
-
-    def get_client(self, **overrides: Any) -> BaseRunsClient:
-        """Build a :class:`~prefect_agent_runs.backends.langgraph.LangGraphClient`."""
-        from prefect_agent_runs.backends.langgraph import LangGraphClient
-
-        api_key = self.api_key.get_secret_value() if self.api_key else None
-        return LangGraphClient(self.base_url, api_key=api_key, **self._client_kwargs(overrides))
 
 
 class AssistantsCredentials(AgentRunsCredentials):
@@ -154,20 +165,6 @@ class AssistantsCredentials(AgentRunsCredentials):
     extra_headers: dict[str, str] = Field(
         default_factory=dict, description="Headers added to every request."
     )
-
-    def get_client(self, **overrides: Any) -> BaseRunsClient:
-        """Build an :class:`~prefect_agent_runs.backends.openai_assistants.AssistantsClient`."""
-        from prefect_agent_runs.backends.openai_assistants import AssistantsClient
-
-        return AssistantsClient(
-            self.base_url,
-            api_key=self.api_key.get_secret_value() if self.api_key else None,
-            organization=self.organization,
-            project=self.project,
-            api_version=self.api_version,
-            headers=self.extra_headers,
-            **self._client_kwargs(overrides),
-        )
 
 
 class WorkflowRunsCredentials(AgentRunsCredentials):
@@ -226,3 +223,63 @@ class ProjectThreadsCredentials(AgentRunsCredentials):
     base_url: str = Field(default="http://localhost:5000", description="The API root.")
     token: SecretStr | None = Field(default=None, description="The JWT bearer token.")
     project_id: str | None = Field(default=None, description="The project id.")
+
+
+_generated: dict[str, type[AgentRunsCredentials]] = {}
+_generated_lock = threading.Lock()
+
+
+def _written_for(backend: str) -> type[AgentRunsCredentials] | None:
+    """The block class written (not generated) for ``backend``, if any."""
+    pending: list[type[AgentRunsCredentials]] = [AgentRunsCredentials]
+    while pending:
+        cls = pending.pop()
+        if cls.backend == backend and cls not in _generated.values():
+            return cls
+        pending.extend(cls.__subclasses__())
+    return None
+
+
+def credentials_class(backend: str) -> type[AgentRunsCredentials]:
+    """The credentials block class of a registered backend.
+
+    The class written for it (``LangGraphCredentials``...) when there is one; otherwise a
+    block built once from the backend's ``settings`` model, named after its
+    ``credentials_block`` (and registered with Prefect like any block).
+
+    Args:
+        backend: The backend's name.
+
+    Raises:
+        NotSupported: No such backend, or it declares no ``settings``.
+    """
+    written = _written_for(backend)
+    if written is not None:
+        return written
+    spec = registry.get(backend)
+    with _generated_lock:
+        cls = _generated.get(backend)
+        if cls is None:
+            cls = _build_block(spec)
+            _generated[backend] = cls
+    return cls
+
+
+def _build_block(spec: registry.BackendSpec) -> type[AgentRunsCredentials]:
+    settings: type[BaseModel] | None = spec.settings
+    if settings is None:
+        raise NotSupported(
+            f"{spec.name}: the backend declares no credentials settings, so it has no "
+            "credentials block",
+            backend=spec.name,
+        )
+    namespace: dict[str, Any] = {
+        "__module__": __name__,
+        "__qualname__": spec.credentials_block,
+        "__doc__": settings.__doc__ or f"Credentials of the {spec.name} backend.",
+        "_block_type_name": spec.block_type_name,
+        "_description": spec.description or f"Credentials of the {spec.name} backend.",
+        "backend": spec.name,
+    }
+    # the backend's fields first in the MRO, so that they win over the shared defaults
+    return type(spec.credentials_block, (settings, AgentRunsCredentials), namespace)

@@ -13,15 +13,15 @@ again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
-from urllib.parse import quote
 
 import httpx
-from httpx_sse import EventSource
 
 from prefect_agent_runs.backends.base import (
     BaseRunsClient,
@@ -32,35 +32,117 @@ from prefect_agent_runs.backends.base import (
     derived_thread_id,
     paged,
 )
-from prefect_agent_runs.backends.create import create_reconciled
+from prefect_agent_runs.backends.create import CREATE_ID_KEY, first_match, new_create_id
+from prefect_agent_runs.backends.langgraph.stream import LangGraphResume, is_not_found
+from prefect_agent_runs.backends.paging import OffsetPager
+from prefect_agent_runs.backends.sse import read_events
+from prefect_agent_runs.backends.steps import join_step
 from prefect_agent_runs.errors import (
+    AgentRunsError,
     NotFound,
     RunError,
     RunFailed,
-    TransportError,
     ValidationError,
 )
 from prefect_agent_runs.http import RetryMode, Transport
 from prefect_agent_runs.models import (
     METADATA_BATCH_KEY,
     METADATA_ITEM_KEY,
-    STATUS_MAPS,
     Run,
     RunRequest,
     RunStatus,
     ThreadResult,
-    normalize_status,
 )
-from prefect_agent_runs.waiting import Clock, Observation, PollPolicy, Sleep
+from prefect_agent_runs.waiting import Clock, PollPolicy, Sleep
 
-__all__ = ["LangGraphClient"]
+__all__ = ["STATUS_MAP", "LangGraphClient"]
 
 logger = logging.getLogger("prefect_agent_runs.backends.langgraph")
 
-CREATE_ID_KEY = "prefect_agent_runs_create_id"
+STATUS_MAP: dict[str, RunStatus] = {
+    "pending": RunStatus.QUEUED,
+    "running": RunStatus.RUNNING,
+    "success": RunStatus.COMPLETED,
+    "error": RunStatus.FAILED,
+    "interrupted": RunStatus.INTERRUPTED,
+    "timeout": RunStatus.TIMED_OUT,
+}
+"""LangGraph's run statuses (DESIGN.md's table)."""
+
 CancelAction = Literal["interrupt", "rollback"]
 JOIN_CHUNK_SECONDS = 300.0
 """Longest single join request; a longer wait re-joins (a proxy may cut idle requests)."""
+JOIN_VALUES_KEPT = 4096
+"""Join answers kept for ``get_result`` (the oldest are dropped; a dropped one costs a
+``GET /threads/{id}/state`` if its result is asked for)."""
+SEARCH_PAGE = 1000
+"""Threads per page of a batch's bulk lookup (``POST /threads/search``)."""
+CONFIRM_WINDOW_SECONDS = 0.1
+"""How long a finished join waits for others to share one status check."""
+CONFIRM_MAX_THREADS = 256
+"""Threads checked by one status check at most."""
+
+
+class _StatusCheck:
+    """Checks in bulk which threads are ``interrupted`` after their joins answered values.
+
+    A join answers the same values for a run that succeeded and for one cancelled from
+    elsewhere in mid-run. The thread's status tells them apart, and one ``POST
+    /threads/search {ids, status: "interrupted"}`` answers for every run that finished
+    within ``CONFIRM_WINDOW_SECONDS`` (usually with an empty list).
+    """
+
+    def __init__(self, client: LangGraphClient) -> None:
+        self.client = client
+        self.pending: dict[str, list[asyncio.Future[bool]]] = {}
+        self.flusher: asyncio.Task[None] | None = None
+        self.full = asyncio.Event()
+
+    async def interrupted(self, thread_id: str) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.pending.setdefault(thread_id.lower(), []).append(future)
+        if len(self.pending) >= CONFIRM_MAX_THREADS:
+            self.full.set()
+        if self.flusher is None:
+            self.flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            await asyncio.wait_for(self.full.wait(), CONFIRM_WINDOW_SECONDS)
+        except asyncio.TimeoutError:
+            pass
+        batch, self.pending, self.flusher = self.pending, {}, None
+        self.full.clear()
+        try:
+            body = await self.client.transport.request_json(
+                "POST",
+                "/threads/search",
+                action=f"check the status of {len(batch)} finished thread(s)",
+                json={
+                    "ids": list(batch),
+                    "status": "interrupted",
+                    "select": ["thread_id"],
+                    "limit": len(batch),
+                },
+                mode=RetryMode.IDEMPOTENT,
+            )
+            if not isinstance(body, list):
+                raise self.client._bad_shape("a list of threads", body)
+            stopped = {str(t.get("thread_id", "")).lower() for t in body if isinstance(t, dict)}
+        except BaseException as exc:
+            for futures in batch.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for thread_id, futures in batch.items():
+            for future in futures:
+                if not future.done():
+                    future.set_result(thread_id in stopped)
+
 
 # Fields of a run-create payload that RunRequest.options may carry through unchanged.
 PASSTHROUGH_FIELDS = frozenset(
@@ -86,10 +168,6 @@ PASSTHROUGH_FIELDS = frozenset(
         "langsmith_tracer",
     }
 )
-
-
-def _q(value: str) -> str:
-    return quote(value, safe="")
 
 
 class LangGraphClient(BaseRunsClient):
@@ -125,8 +203,12 @@ class LangGraphClient(BaseRunsClient):
             Capability.JOIN,
             Capability.NATIVE_BATCH,
             Capability.FIND_BY_KEY,
+            Capability.FIND_BATCH_RUNS,
+            Capability.CANCEL,
+            Capability.LIST_RUNS,
         }
     )
+    status_map: ClassVar[Mapping[str, RunStatus]] = STATUS_MAP
 
     def __init__(
         self,
@@ -157,14 +239,22 @@ class LangGraphClient(BaseRunsClient):
             sleep=sleep,
         )
         super().__init__(transport, policy=policy, clock=clock, sleep=sleep)
+        # run id -> the join's answer (the thread's values), for get_result without a request
+        self._join_values: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # batch key -> the threads that exist for it (one bulk search per batch), and the
+        # threads this client has sent a create for (the bulk answer may predate them)
+        self._batch_threads: dict[str, frozenset[str]] = {}
+        self._batch_locks: dict[str, asyncio.Lock] = {}
+        self._touched: set[str] = set()
+        self._status_check: _StatusCheck | None = None
 
     # -- mapping ------------------------------------------------------------------------
 
-    def to_run(self, raw: Mapping[str, Any]) -> Run:
+    def to_run(self, raw: Any) -> Run:
         """Normalize a LangGraph run object."""
         if not isinstance(raw, Mapping) or "run_id" not in raw:
             raise self._bad_shape("a run object", raw)
-        status = normalize_status(self.backend, raw.get("status"))
+        status = self.normalize(raw.get("status"))
         return Run(
             id=str(raw["run_id"]),
             thread_id=raw.get("thread_id"),
@@ -187,9 +277,9 @@ class LangGraphClient(BaseRunsClient):
         )
 
     def _run_path(self, run_id: str, thread_id: str | None) -> str:
-        tid = self._check_id(thread_id, "thread_id (LangGraph runs live on a thread)")
-        rid = self._check_id(run_id, "run_id")
-        return f"/threads/{_q(tid)}/runs/{_q(rid)}"
+        tid = self.segment(thread_id, "thread_id (LangGraph runs live on a thread)")
+        rid = self.segment(run_id, "run_id")
+        return f"/threads/{tid}/runs/{rid}"
 
     # -- create -------------------------------------------------------------------------
 
@@ -251,32 +341,21 @@ class LangGraphClient(BaseRunsClient):
             NotFound: The thread does not exist (when the request names one).
         """
         thread_id, chosen = self.thread_id_for(request)
-        create_id = uuid.uuid4().hex
+        create_id = new_create_id()
         payload = self.run_payload(request, create_id=create_id)
         if chosen:
             payload.setdefault("if_not_exists", "create")
-        action = f"create run of assistant {request.assistant_id!r} on thread {thread_id}"
-        if request.key:
-            action += f" (key {request.key!r})"
-
-        async def send() -> Run:
-            body = await self.transport.request_json(
-                "POST",
-                f"/threads/{_q(thread_id)}/runs",
-                action=action,
-                mode=RetryMode.CREATE,
-                json=payload,
-            )
-            return self.to_run(body)
+        self._touched.add(thread_id)
 
         async def lookup() -> Run | None:
             return await self._find_on_thread(thread_id, CREATE_ID_KEY, create_id)
 
-        run = await create_reconciled(
-            send, lookup, backend=self.backend, action=action, **self._create_kwargs()
+        return await self.create_reconciled_run(
+            f"/threads/{self.segment(thread_id, 'thread_id')}/runs",
+            payload,
+            action=self.create_action(request, thread_id),
+            lookup=lookup,
         )
-        logger.info("%s: created %s", self.backend, run.describe())
-        return run
 
     async def create_batch(self, requests: Sequence[RunRequest]) -> list[Run]:
         """Start stateless runs in one request (``POST /runs/batch``), each on a new thread.
@@ -336,7 +415,7 @@ class LangGraphClient(BaseRunsClient):
             thread_id, chosen = self.thread_id_for(request)
             if chosen:
                 payload.setdefault("if_not_exists", "create")
-            path = f"/threads/{_q(thread_id)}/runs/wait"
+            path = f"/threads/{self.segment(thread_id, 'thread_id')}/runs/wait"
         body = await self.transport.request_json(
             "POST",
             path,
@@ -373,7 +452,7 @@ class LangGraphClient(BaseRunsClient):
             thread_id, chosen = self.thread_id_for(request)
             if chosen:
                 payload.setdefault("if_not_exists", "create")
-            path = f"/threads/{_q(thread_id)}/runs/stream"
+            path = f"/threads/{self.segment(thread_id, 'thread_id')}/runs/stream"
         return self._sse(
             "POST", path, action=f"stream a run of {request.assistant_id!r}", json_body=payload
         )
@@ -420,53 +499,68 @@ class LangGraphClient(BaseRunsClient):
                 backend=self.backend,
             )
         tid = self._check_id(thread_id, "thread_id (LangGraph runs are listed per thread)")
+        path = f"/threads/{self.segment(tid, 'thread_id')}/runs"
         raw_status = _raw_status(status)
         fields = None
         if select:
             fields = sorted({*select, "run_id", "thread_id", "status"})
 
-        async def fetch(at: int) -> Page[Run]:
-            params: dict[str, Any] = {"limit": limit, "offset": at, "status": raw_status}
+        async def fetch(at: int, size: int) -> list[Run]:
+            params: dict[str, Any] = {"limit": size, "offset": at, "status": raw_status}
             if fields:
                 params["select"] = fields
             body = await self.transport.request_json(
-                "GET",
-                f"/threads/{_q(tid)}/runs",
-                action=f"list runs of thread {tid}",
-                params=params,
+                "GET", path, action=f"list runs of thread {tid}", params=params
             )
             if not isinstance(body, list):
                 raise self._bad_shape("a list of runs", body)
-            runs = [self.to_run(item) for item in body]
-            more = len(runs) >= limit > 0
+            return [self.to_run(item) for item in body]
 
-            async def next_page() -> Page[Run]:
-                return await fetch(at + len(runs))
-
-            return Page(runs, next_page if more else None)
-
-        return await fetch(offset)
+        return await OffsetPager(fetch, limit=limit, offset=offset).first()
 
     async def _find_on_thread(self, thread_id: str, meta_key: str, value: str) -> Run | None:
-        try:
-            page = await self.list_runs(thread_id=thread_id, limit=50)
-            async for run in page:
-                if str(run.metadata.get(meta_key)) == value:
-                    return run
-        except NotFound:
-            return None
-        return None
+        return await first_match(self.list_runs(thread_id=thread_id, limit=50), {meta_key: value})
 
     async def find_run(self, request: RunRequest) -> Run | None:
         """The newest run already started for this batch item, or None.
 
         Looks on the thread derived from (batch_key, key); requests without both return None.
+        The first lookup of a batch asks for all its threads at once (``POST
+        /threads/search`` by the batch metadata, paged); after that only an item whose
+        thread exists costs a request (the list of its runs). A thread this client has sent
+        a create for is always looked up on the server.
         """
         key = request.metadata.get(METADATA_ITEM_KEY)
-        if key is None or request.metadata.get(METADATA_BATCH_KEY) is None:
+        batch = request.metadata.get(METADATA_BATCH_KEY)
+        if key is None or batch is None:
             return None
         thread_id, _ = self.thread_id_for(request)
+        if thread_id not in self._touched:
+            existing = await self._threads_of_batch(str(batch))
+            if thread_id not in existing:
+                return None
         return await self._find_on_thread(thread_id, METADATA_ITEM_KEY, str(key))
+
+    async def _threads_of_batch(self, batch_key: str) -> frozenset[str]:
+        """The ids of every thread tagged with ``batch_key``: one paged search per batch."""
+        known = self._batch_threads.get(batch_key)
+        if known is not None:
+            return known
+        lock = self._batch_locks.setdefault(batch_key, asyncio.Lock())
+        async with lock:
+            known = self._batch_threads.get(batch_key)
+            if known is None:
+                ids: set[str] = set()
+                page = await self.search_threads(
+                    metadata={METADATA_BATCH_KEY: batch_key},
+                    limit=SEARCH_PAGE,
+                    select=["thread_id"],
+                )
+                async for thread in page:
+                    if thread.get("thread_id"):
+                        ids.add(str(thread["thread_id"]))
+                known = self._batch_threads[batch_key] = frozenset(ids)
+        return known
 
     # -- cancel / delete ----------------------------------------------------------------
 
@@ -558,12 +652,22 @@ class LangGraphClient(BaseRunsClient):
         policy: PollPolicy | None = None,
         on_change: Callable[[Run], Any] | None = None,
         tool_handler: ToolHandler | None = None,
+        confirm_status: bool = False,
     ) -> Run:
         """Wait for a terminal state by joining the run (server push), not by polling.
 
         Each join is given the time left before ``timeout_seconds`` (at most
         ``JOIN_CHUNK_SECONDS``); a join cut by a proxy or a timeout is followed by a read
         of the run and another join.
+
+        About one request per run: a join that answers the thread's values ends the wait
+        with the run COMPLETED, and those values are kept for :meth:`get_result`. The join's
+        answer is the same for a success and for a run cancelled from elsewhere in mid-run,
+        so the threads whose joins answered within 0.1 s are checked together in one
+        ``POST /threads/search`` (status ``interrupted``); such a thread, or an answer with
+        an error, an interrupt or no values, is followed by a read of the run for its exact
+        status. (A run rolled back from elsewhere leaves its thread ``idle`` and is not
+        told apart.) ``confirm_status=True`` reads the run after every join instead.
 
         Raises:
             RunTimedOut: The deadline passed (the run was cancelled if ``cancel_on_timeout``).
@@ -575,28 +679,44 @@ class LangGraphClient(BaseRunsClient):
         current = run if isinstance(run, Run) else await self.get_run(run, thread_id=thread_id)
         wait_policy = self._policy(policy, timeout_seconds, cancel_on_timeout)
 
-        async def step(remaining: float | None) -> Observation:
-            chunk = (
-                JOIN_CHUNK_SECONDS
-                if remaining is None
-                else max(0.001, min(remaining, JOIN_CHUNK_SECONDS))
-            )
-            values: dict[str, Any] | None = None
-            try:
-                values = await self.join(current, timeout_seconds=chunk)
-            except TransportError as exc:
-                if exc.reached_server is False:
-                    raise
-                # the join was cut (read timeout or a dropped connection): look, then join again
-                logger.debug("%s: join of %s ended early (%s)", self.backend, current.id, exc)
-            observed = await self.get_run(current.id, thread_id=current.thread_id)
-            error = _join_error(values)
-            if error and observed.status.is_terminal and not observed.status.is_success:
-                observed = observed.model_copy(update={"error": error})
-            return Observation(
-                observed, poll_after_seconds=0.0 if not observed.status.is_terminal else None
+        async def join(chunk: float) -> dict[str, Any]:
+            return await self.join(current, timeout_seconds=chunk)
+
+        async def read() -> Run:
+            return await self.get_run(current.id, thread_id=current.thread_id)
+
+        async def answered(values: Any) -> Run | None:
+            if (
+                values is None
+                or confirm_status
+                or not _answers_success(values)
+                or await self._interrupted(current)
+            ):
+                return None
+            # the join answered the run's final values: no read of the run
+            self._keep_values(current.id, values)
+            return current.model_copy(
+                update={
+                    "status": RunStatus.COMPLETED,
+                    "raw_status": "success",
+                    "raw": {**current.raw, "status": "success"},
+                }
             )
 
+        def annotate(observed: Run, values: Any) -> Run:
+            error = _join_error(values)
+            if error and observed.status.is_terminal and not observed.status.is_success:
+                return observed.model_copy(update={"error": error})
+            return observed
+
+        step = join_step(
+            join,
+            read,
+            chunk_seconds=JOIN_CHUNK_SECONDS,
+            answered=answered,
+            annotate=annotate,
+            backend=self.backend,
+        )
         return await self._wait(step, current, policy=wait_policy, on_change=on_change)
 
     def join_stream(
@@ -639,7 +759,7 @@ class LangGraphClient(BaseRunsClient):
         """Same as :meth:`join_stream` (the protocol's name)."""
         return self.join_stream(run, **options)
 
-    async def _sse(
+    def _sse(
         self,
         method: str,
         path: str,
@@ -650,62 +770,30 @@ class LangGraphClient(BaseRunsClient):
         last_event_id: str | None = None,
         max_reconnects: int = 0,
     ) -> AsyncIterator[RunEvent]:
-        """Yield SSE events; on a dropped GET stream, resume without loss or repeat.
+        """Yield SSE events; on a dropped GET stream, resume without loss or repeat
+        (:class:`~.stream.LangGraphResume` says how with LangGraph's ids)."""
 
-        The server's ids (``<ms>-<seq>``) may repeat (two events in one millisecond), and
-        ``Last-Event-ID: X`` replays the events after X. So a reconnect asks for the events
-        after the millisecond before the last id, and events already yielded are skipped by
-        (id, event, data).
-        """
-        resume = _Resume(last_event_id)
-        reconnects = 0
-        while True:
-            resume_from = resume.header()
-            headers = {"Last-Event-ID": resume_from} if resume_from else {}
-            try:
-                async with self.transport.stream(
-                    method, path, action=action, json=json_body, params=params, headers=headers
-                ) as response:
-                    async for sse in EventSource(response).aiter_sse():
-                        if not resume.is_new(sse.id, sse.event, sse.data):
-                            continue
-                        reconnects = 0
-                        data = _decode(sse.data)
-                        if sse.event == "error" and _is_not_found(data):
-                            # the server answers an unknown run with 200 and an error event
-                            raise NotFound(
-                                f"{self.backend}: {action} failed: {data.get('message')}",
-                                status_code=404,
-                                backend=self.backend,
-                            )
-                        yield RunEvent(event=sse.event, data=data, id=sse.id or None)
-                return
-            except (TransportError, httpx.HTTPError) as exc:
-                cause = (
-                    exc
-                    if isinstance(exc, TransportError)
-                    else TransportError(
-                        f"{self.backend}: {action}: the stream broke: {type(exc).__name__}: {exc}",
-                        backend=self.backend,
-                    )
+        def check(event: RunEvent) -> None:
+            if event.event == "error" and is_not_found(event.data):
+                # the server answers an unknown run with 200 and an error event
+                raise NotFound(
+                    f"{self.backend}: {action} failed: {event.data.get('message')}",
+                    status_code=404,
+                    backend=self.backend,
                 )
-                if method != "GET" or reconnects >= max_reconnects:
-                    raise cause from exc
-                if resume.yielded and resume.last is None:
-                    raise TransportError(
-                        f"{cause.message}. The events carry no ids, so the stream cannot be "
-                        "resumed without loss: create the run with "
-                        "options={'stream_resumable': True}",
-                        backend=self.backend,
-                    ) from exc
-                reconnects += 1
-                logger.info(
-                    "%s: %s: stream dropped (%s); resuming after event %s",
-                    self.backend,
-                    action,
-                    type(exc).__name__,
-                    resume.last,
-                )
+
+        return read_events(
+            self.transport,
+            method,
+            path,
+            action=action,
+            json_body=json_body,
+            params=params,
+            resume=LangGraphResume(last_event_id),
+            max_reconnects=max_reconnects,
+            check=check,
+            no_ids_hint="create the run with options={'stream_resumable': True}",
+        )
 
     # -- results ------------------------------------------------------------------------
 
@@ -713,20 +801,48 @@ class LangGraphClient(BaseRunsClient):
         """The thread's current state (``GET /threads/{id}/state``)."""
         tid = self._check_id(thread_id, "thread_id")
         body = await self.transport.request_json(
-            "GET", f"/threads/{_q(tid)}/state", action=f"get the state of thread {tid}"
+            "GET",
+            f"/threads/{self.segment(tid, 'thread_id')}/state",
+            action=f"get the state of thread {tid}",
         )
         if not isinstance(body, dict):
             raise self._bad_shape("a thread state", body)
         return body
 
+    async def _interrupted(self, run: Run) -> bool:
+        """Whether the run's thread is ``interrupted`` (checked in bulk); True on doubt."""
+        if not run.thread_id:
+            return True
+        if self._status_check is None:
+            self._status_check = _StatusCheck(self)
+        try:
+            return await self._status_check.interrupted(run.thread_id)
+        except AgentRunsError as exc:
+            logger.debug("%s: bulk status check failed (%s); reading the run", self.backend, exc)
+            return True
+
+    def _keep_values(self, run_id: str, values: dict[str, Any]) -> None:
+        self._join_values[run_id] = values
+        while len(self._join_values) > JOIN_VALUES_KEPT:
+            self._join_values.popitem(last=False)
+
     async def get_result(self, run: Run) -> ThreadResult:
-        """The thread's state values after the run, its messages and last AI text."""
+        """The thread's state values after the run, its messages and last AI text.
+
+        Taken from the join's answer when :meth:`wait_for_run` joined this run (no
+        request; ``source="join"``); otherwise read from ``GET /threads/{id}/state``
+        (``source="state"``).
+        """
         if not run.thread_id:
             raise ValidationError(
                 f"{self.backend}: {run.describe()} has no thread to read", backend=self.backend
             )
-        state = await self.get_thread_state(run.thread_id)
-        values = state.get("values")
+        values: Any = self._join_values.pop(run.id, None)
+        source = "join"
+        if values is None:
+            state = await self.get_thread_state(run.thread_id)
+            values = state.get("values")
+            source = "state"
         values = values if isinstance(values, dict) else {"value": values}
         messages = [m for m in values.get("messages") or [] if isinstance(m, dict)]
         return ThreadResult(
@@ -735,6 +851,7 @@ class LangGraphClient(BaseRunsClient):
             messages=messages,
             values=values,
             text=_last_ai_text(messages),
+            source=source,
         )
 
     # -- threads ------------------------------------------------------------------------
@@ -766,17 +883,23 @@ class LangGraphClient(BaseRunsClient):
         status: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        select: Sequence[str] | None = None,
     ) -> Page[dict[str, Any]]:
-        """Threads whose metadata contains ``metadata`` (``POST /threads/search``), paged."""
+        """Threads whose metadata contains ``metadata`` (``POST /threads/search``), paged.
 
-        async def fetch(at: int) -> Page[dict[str, Any]]:
+        ``select`` asks for only these fields of each thread (e.g. ``["thread_id"]``).
+        """
+
+        async def fetch(at: int, size: int) -> list[dict[str, Any]]:
             payload: dict[str, Any] = {
                 "metadata": dict(metadata or {}),
-                "limit": limit,
+                "limit": size,
                 "offset": at,
             }
             if status:
                 payload["status"] = status
+            if select:
+                payload["select"] = list(select)
             body = await self.transport.request_json(
                 "POST",
                 "/threads/search",
@@ -786,13 +909,9 @@ class LangGraphClient(BaseRunsClient):
             )
             if not isinstance(body, list):
                 raise self._bad_shape("a list of threads", body)
+            return body
 
-            async def next_page() -> Page[dict[str, Any]]:
-                return await fetch(at + len(body))
-
-            return Page(body, next_page if len(body) >= limit > 0 else None)
-
-        return await fetch(offset)
+        return await OffsetPager(fetch, limit=limit, offset=offset).first()
 
     async def find_batch_runs(self, batch_key: str) -> list[Run]:
         """Every run tagged with ``batch_key`` (threads searched by metadata, then their runs)."""
@@ -813,17 +932,21 @@ class LangGraphClient(BaseRunsClient):
 
 
 def _raw_status(status: str | RunStatus | None) -> str | None:
-    """LangGraph's status word for a filter: a RunStatus is mapped back through STATUS_MAPS."""
+    """LangGraph's status word for a filter: a RunStatus is mapped back through STATUS_MAP."""
     if status is None or not isinstance(status, RunStatus):
         return status
-    for raw, normalized in STATUS_MAPS["langgraph"].items():
+    for raw, normalized in STATUS_MAP.items():
         if normalized is status:
             return raw
     raise ValidationError(
-        f"langgraph: no LangGraph status means {status.value!r}; use one of "
-        f"{sorted(STATUS_MAPS['langgraph'])}",
+        f"langgraph: no LangGraph status means {status.value!r}; use one of {sorted(STATUS_MAP)}",
         backend="langgraph",
     )
+
+
+def _answers_success(values: Mapping[str, Any]) -> bool:
+    """Whether a join's answer is a finished run's values (not an error, interrupt or {})."""
+    return bool(values) and "__error__" not in values and "__interrupt__" not in values
 
 
 def _join_error(values: Mapping[str, Any] | None) -> str | None:
@@ -833,61 +956,6 @@ def _join_error(values: Mapping[str, Any] | None) -> str | None:
         kind, message = err.get("error"), err.get("message")
         return f"{kind}: {message}" if kind and message else str(message or kind or err)
     return None
-
-
-def _is_not_found(data: Any) -> bool:
-    return isinstance(data, dict) and str(data.get("message", "")).startswith("404")
-
-
-def _decode(data: str) -> Any:
-    try:
-        return json.loads(data) if data else None
-    except ValueError:
-        return data
-
-
-def _id_key(event_id: str) -> tuple[int, int] | None:
-    parts = event_id.split("-")
-    try:
-        return (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0)
-    except ValueError:
-        return None
-
-
-class _Resume:
-    """Where a stream is, for a lossless, repeat-free reconnect."""
-
-    def __init__(self, last_event_id: str | None) -> None:
-        self.last = last_event_id
-        self.yielded = 0
-        self._recent: set[tuple[str, str, str]] = set()
-
-    def header(self) -> str | None:
-        """The ``Last-Event-ID`` to send: just before the last id, so its twins replay."""
-        if self.last is None:
-            return None
-        key = _id_key(self.last)
-        if key is None or not self.yielded:
-            return self.last
-        return f"{max(0, key[0] - 1)}-0"
-
-    def is_new(self, event_id: str | None, event: str, data: str) -> bool:
-        """Record an event; False when it was already yielded (a replay)."""
-        if event_id:
-            marker = (event_id, event, data)
-            if marker in self._recent:
-                return False
-            key = _id_key(event_id)
-            last_key = _id_key(self.last) if self.last else None
-            if self.yielded and key and last_key and key[0] < last_key[0] - 1:
-                return False  # older than the replay window: seen before the drop
-            self._recent.add(marker)
-            if key and (last_key is None or key >= last_key):
-                self.last = event_id
-                floor = key[0] - 1
-                self._recent = {m for m in self._recent if (_id_key(m[0]) or (0, 0))[0] >= floor}
-        self.yielded += 1
-        return True
 
 
 def _last_ai_text(messages: Sequence[Mapping[str, Any]]) -> str | None:
