@@ -170,8 +170,6 @@ class AssistantsCredentials(AgentRunsCredentials):
 class WorkflowRunsCredentials(AgentRunsCredentials):
     """Connect to a Linkage-style workflow-runs API (``/api/v1/runs`` with an event log).
 
-    The backend is planned; ``get_client()`` raises ``NotSupported`` until it lands.
-
     Attributes:
         base_url: The API root (Linkage's ``serverURL``).
         api_key: The client secret.
@@ -199,12 +197,11 @@ class WorkflowRunsCredentials(AgentRunsCredentials):
 class ProjectThreadsCredentials(AgentRunsCredentials):
     """Connect to a project thread-runs API (``/api/projects/{projectId}/threads/...``).
 
-    The backend is planned; ``get_client()`` raises ``NotSupported`` until it lands.
-
     Attributes:
         base_url: The API root.
         token: The JWT bearer token.
         project_id: The project whose threads are used.
+        team_id: The project's team, for the ``/api/teams/{teamId}/projects/...`` paths.
 
     Examples:
         ```python
@@ -223,6 +220,10 @@ class ProjectThreadsCredentials(AgentRunsCredentials):
     base_url: str = Field(default="http://localhost:5000", description="The API root.")
     token: SecretStr | None = Field(default=None, description="The JWT bearer token.")
     project_id: str | None = Field(default=None, description="The project id.")
+    team_id: str | None = Field(
+        default=None,
+        description="The team id; set it for the `/api/teams/{teamId}/projects/...` paths.",
+    )
 
 
 _generated: dict[str, type[AgentRunsCredentials]] = {}

@@ -39,7 +39,7 @@ from schemathesis.core.result import Err
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-__all__ = ["CHECKS", "FuzzReport", "fuzz"]
+__all__ = ["CHECKS", "FuzzReport", "GenerationMode", "fuzz"]
 
 CHECKS = [not_a_server_error, response_schema_conformance]
 """The schemathesis checks applied to every answer."""
@@ -96,6 +96,7 @@ def fuzz(
     real_ids: Callable[[], Mapping[str, Sequence[str]]] | None = None,
     headers: Mapping[str, str] | None = None,
     keep: Callable[[str, str], bool] | None = None,
+    modes: Sequence[GenerationMode] = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE),
 ) -> FuzzReport:
     """Fuzz ``app`` from ``document``.
 
@@ -107,6 +108,8 @@ def fuzz(
         real_ids: Path parameter name -> ids that exist (called before each swapped case).
         headers: Headers sent with every case (e.g. authorization).
         keep: ``(method, path)`` -> whether to fuzz that operation.
+        modes: schemathesis generation modes (negative cases are slow to generate on large
+            documents such as OpenAI's).
 
     Returns:
         The report.
@@ -124,7 +127,7 @@ def fuzz(
         if keep is not None and not keep(operation.method.upper(), operation.path):
             continue
         report.operations += 1
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+        for mode in modes:
             _fuzz_operation(operation, mode, app, report, examples, real_ids, headers)
     return report
 
