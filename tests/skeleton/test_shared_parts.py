@@ -247,3 +247,24 @@ def test_a_client_class_error_parser_reaches_its_transport() -> None:
     client = Parsing(Transport(backend="parsing", base_url="http://x"))
     assert client.transport.error_parser is parser
     assert BaseRunsClient(Transport(backend="b", base_url="http://x")).transport.error_parser
+
+
+@pytest.mark.parametrize("bad", [".", "..", "a/b"])
+async def test_the_backends_refuse_dot_ids_before_any_request(bad: str) -> None:
+    from prefect_agent_runs.backends import AssistantsClient, LangGraphClient
+
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(500)
+
+    for cls, base in ((LangGraphClient, "http://lg"), (AssistantsClient, "http://oa/v1")):
+        http = httpx.AsyncClient(base_url=base, transport=httpx.MockTransport(handler))
+        client = cls(base, http_client=http)
+        with pytest.raises(ValidationError, match="is not a valid id"):
+            await client.get_run(bad, thread_id="t1")
+        with pytest.raises(ValidationError, match="is not a valid id"):
+            await client.cancel_run("r1", thread_id=bad)
+        await http.aclose()
+    assert sent == []
