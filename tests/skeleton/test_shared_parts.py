@@ -232,3 +232,39 @@ def test_transport_uses_the_client_error_parser() -> None:
     response = httpx.Response(400, json={"oops": "bad"}, request=httpx.Request("GET", "http://x"))
     error = transport._raise_api_error(response, "do it")
     assert isinstance(error, BadRequest) and "custom bad" in str(error) and error.code == "c1"
+
+
+def test_a_client_class_error_parser_reaches_its_transport() -> None:
+    from prefect_agent_runs.backends.base import BaseRunsClient
+
+    def parser(body: Any) -> tuple[str | None, str | None, dict[str, list[str]]]:
+        return "parsed by the backend", None, {}
+
+    class Parsing(BaseRunsClient):
+        backend = "parsing"
+        error_parser = parser
+
+    client = Parsing(Transport(backend="parsing", base_url="http://x"))
+    assert client.transport.error_parser is parser
+    assert BaseRunsClient(Transport(backend="b", base_url="http://x")).transport.error_parser
+
+
+@pytest.mark.parametrize("bad", [".", "..", "a/b"])
+async def test_the_backends_refuse_dot_ids_before_any_request(bad: str) -> None:
+    from prefect_agent_runs.backends import AssistantsClient, LangGraphClient
+
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(500)
+
+    for cls, base in ((LangGraphClient, "http://lg"), (AssistantsClient, "http://oa/v1")):
+        http = httpx.AsyncClient(base_url=base, transport=httpx.MockTransport(handler))
+        client = cls(base, http_client=http)
+        with pytest.raises(ValidationError, match="is not a valid id"):
+            await client.get_run(bad, thread_id="t1")
+        with pytest.raises(ValidationError, match="is not a valid id"):
+            await client.cancel_run("r1", thread_id=bad)
+        await http.aclose()
+    assert sent == []
