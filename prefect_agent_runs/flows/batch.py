@@ -46,6 +46,7 @@ from prefect_agent_runs.errors import AgentRunsError, ValidationError
 from prefect_agent_runs.flows._artifacts import ProgressReporter, write_final_artifacts
 from prefect_agent_runs.flows._hooks import cancel_remote_runs_hook
 from prefect_agent_runs.flows._ledger import BatchLedger
+from prefect_agent_runs.flows.events import RunEventEmitter
 from prefect_agent_runs.flows.progress import notify_progress
 from prefect_agent_runs.models import (
     METADATA_BATCH_KEY,
@@ -205,11 +206,13 @@ class _Job:
         self.logger = logger
         self.active: dict[str, Run] = {}
         self.in_process_cancels = 0
+        self.events = RunEventEmitter(client.backend, ledger.batch_key)  # docs: Prefect events
 
     # -- callbacks ----------------------------------------------------------------------
 
     def on_created(self, key: str, run: Run) -> None:
         self.active[key] = run
+        self.events.run_seen(key, run)
         self.ledger.record(key, run)
         if self.mode == "wait":
             return
@@ -219,10 +222,12 @@ class _Job:
     def on_change(self, key: str, run: Run) -> None:
         if key in self.active:
             self.active[key] = run
+        self.events.run_seen(key, run)
         self.logger.debug("item %s: %s", key, run.describe())
 
     def on_outcome(self, outcome: RunOutcome) -> None:
         self.active.pop(outcome.key, None)
+        self.events.outcome(outcome)
         if outcome.run is not None:
             self.ledger.record(outcome.key, outcome.run)
         self.progress.advance()
