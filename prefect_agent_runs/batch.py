@@ -81,6 +81,7 @@ async def run_items(
     collect_results: bool = True,
     wait: bool = True,
     resume: bool = True,
+    fresh: bool = False,
     known_runs: dict[str, Run] | None = None,
     on_created: CreatedCallback | None = None,
     on_outcome: OutcomeCallback | None = None,
@@ -99,6 +100,8 @@ async def run_items(
             then holds the run as created, its status not terminal).
         resume: Before creating, look for a run already started for the item's key
             (``find_run``, then ``known_runs``) and adopt it.
+        fresh: The batch's key was just generated, so no item can have a run yet: nothing
+            is looked up (no ``find_run``, no request) whatever ``resume`` says.
         known_runs: Runs recorded by an earlier attempt (key to run), e.g. from a ledger.
         on_created: Called with (key, run) as soon as a run exists (to persist it).
         on_outcome: Called with each outcome the moment it is known.
@@ -121,7 +124,7 @@ async def run_items(
         async with slots:
             try:
                 run: Run | None = None
-                if resume:
+                if resume and not fresh:
                     run = await client.find_run(request)
                     if run is None and key in known:
                         prior = known[key]

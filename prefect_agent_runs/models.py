@@ -219,6 +219,9 @@ class ThreadResult(BaseModel):
         messages: The run's messages as the server returned them (JSON objects).
         values: The thread's state values (LangGraph), or None.
         text: The text of the last assistant message, or None.
+        source: Where the result was read: ``"join"`` (the join's answer, no extra request),
+            ``"state"`` (``GET /threads/{id}/state``, when the join could not answer),
+            ``"messages"`` (a thread's message list); None when not said.
     """
 
     thread_id: str | None = None
@@ -226,6 +229,7 @@ class ThreadResult(BaseModel):
     messages: list[dict[str, Any]] = Field(default_factory=list)
     values: dict[str, Any] | None = None
     text: str | None = None
+    source: str | None = None
 
 
 class RunOutcome(BaseModel):

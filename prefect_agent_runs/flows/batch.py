@@ -193,7 +193,9 @@ class _Job:
         ledger: BatchLedger,
         progress: ProgressReporter,
         logger: "logging.Logger | logging.LoggerAdapter[logging.Logger]",
+        fresh: bool = False,
     ) -> None:
+        self.fresh = fresh
         self.mode = mode
         self.client = client
         self.requests = requests
@@ -247,6 +249,7 @@ class _Job:
                 collect_results=self.collect_results,
                 wait=self.mode != "create",
                 resume=True,
+                fresh=self.fresh,
                 known_runs=self.known,
                 on_created=self.on_created,
                 on_outcome=self.on_outcome,
@@ -352,6 +355,7 @@ async def _execute(
         ledger=ledger,
         progress=progress,
         logger=logger,
+        fresh=generated_key and not known,
     )
     try:
         outcomes = await _run_job.with_options(task_run_name=f"{mode}-{batch_key}")(job)

@@ -100,6 +100,11 @@ class LangGraphDevServer:
         startup_timeout_seconds: How long to wait for ``GET /ok`` before giving up.
         env: Extra environment variables for the server (applied last), e.g.
             ``{"BG_JOB_TIMEOUT_SECS": "1"}`` to make runs end with status ``timeout``.
+        workdir: Run the server in this folder (created if missing) and keep it on stop,
+            instead of a fresh temporary folder. The dev server persists its state in
+            ``.langgraph_api/`` under its working folder and reloads it on start, so a copy
+            of a kept folder gives a server that already holds earlier threads. Two servers
+            must never share one folder.
 
     Example:
         ```python
@@ -116,11 +121,13 @@ class LangGraphDevServer:
         n_jobs_per_worker: int = 64,
         startup_timeout_seconds: float = 60.0,
         env: Mapping[str, str] | None = None,
+        workdir: str | Path | None = None,
     ) -> None:
         self.port: int = port if port is not None else find_free_port()
         self.n_jobs_per_worker = n_jobs_per_worker
         self.startup_timeout_seconds = startup_timeout_seconds
         self.extra_env: dict[str, str] = dict(env or {})
+        self.workdir: Path | None = Path(workdir) if workdir is not None else None
         self.startup_seconds: float | None = None
         """Seconds from spawning the CLI until ``GET /ok`` answered (set by ``start``)."""
         self._process: subprocess.Popen[bytes] | None = None
@@ -131,6 +138,11 @@ class LangGraphDevServer:
     def base_url(self) -> str:
         """The server's base URL, ``http://127.0.0.1:PORT``."""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the ``langgraph dev`` process (``None`` when not started)."""
+        return self._process.pid if self._process is not None else None
 
     @property
     def log_path(self) -> Path | None:
@@ -155,8 +167,12 @@ class LangGraphDevServer:
         if self._process is not None:
             raise RuntimeError("LangGraphDevServer is already started")
         executable = find_langgraph_executable()
-        tmpdir = Path(tempfile.mkdtemp(prefix="prefect-agent-runs-langgraph-"))
-        self._tmpdir = tmpdir
+        if self.workdir is not None:
+            tmpdir = self.workdir
+            tmpdir.mkdir(parents=True, exist_ok=True)
+        else:
+            tmpdir = Path(tempfile.mkdtemp(prefix="prefect-agent-runs-langgraph-"))
+            self._tmpdir = tmpdir
         config = {
             "dependencies": [str(_APP_DIR)],
             "graphs": {GRAPH_ID: f"{_APP_DIR / 'graph.py'}:graph"},
@@ -245,8 +261,8 @@ class LangGraphDevServer:
     def stop(self) -> None:
         """Stop the server's process group: SIGTERM, then SIGKILL after 10 s.
 
-        Then removes the temporary directory (with the server log). Calling ``stop``
-        twice is harmless.
+        Then removes the temporary directory (with the server log), unless the server runs
+        in a ``workdir`` of the caller's. Calling ``stop`` twice is harmless.
         """
         process, self._process = self._process, None
         if process is not None and process.poll() is None:

@@ -8,6 +8,7 @@ transport, so the server is real and only the network misbehaves.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -119,9 +120,40 @@ async def test_create_on_new_thread_wait_joins_and_result(client: LangGraphClien
 async def test_wait_uses_join_not_polling(client: LangGraphClient) -> None:
     run = await client.create_run(say("slow", sleep_seconds=1.0))
     before = client.transport.stats.requests
-    await client.wait_for_run(run)
-    # one join (long poll) and one read of the final run, whatever the run's duration
+    done = await client.wait_for_run(run)
+    # one join (long poll) whatever the run's duration, and the bulk check that its
+    # thread was not interrupted (shared by every join that ends within 0.1 s)
     assert client.transport.stats.requests - before == 2
+    assert done.status is RunStatus.COMPLETED
+    # the join's answer holds the result: no read of the thread's state
+    result = await client.get_result(done)
+    assert client.transport.stats.requests - before == 2
+    assert result.source == "join" and result.text == "echo: slow"
+    # asked again (the join's answer is handed out once), the state is read and says so
+    again = await client.get_result(done)
+    assert again.source == "state" and again.text == "echo: slow"
+    assert client.transport.stats.requests - before == 3
+
+
+async def test_finished_joins_share_one_status_check(client: LangGraphClient) -> None:
+    runs = [await client.create_run(say(f"r{i}", sleep_seconds=0.5)) for i in range(5)]
+    for run in runs:  # every run ends before the joins are sent
+        await client.join(run)
+    before = client.transport.stats.requests
+    done = await asyncio.gather(*(client.wait_for_run(r) for r in runs))
+    assert all(d.status is RunStatus.COMPLETED for d in done)
+    assert client.transport.stats.requests - before == 5 + 1
+
+
+async def test_wait_confirms_an_unclear_join_with_a_read(client: LangGraphClient) -> None:
+    run = await client.create_run(say("slow", sleep_seconds=5.0))
+    await client.cancel_run(run.id, thread_id=run.thread_id, wait=True)
+    done = await client.wait_for_run(run)
+    # the join of a cancelled run answers no values, or the values it reached (then the
+    # thread is found interrupted): either way the run is read
+    assert done.status is RunStatus.INTERRUPTED
+    confirmed = await client.wait_for_run(run, confirm_status=True)
+    assert confirmed.status is RunStatus.INTERRUPTED
 
 
 async def test_create_on_existing_thread_with_options(client: LangGraphClient) -> None:
@@ -416,7 +448,12 @@ async def test_create_timeout_after_send_adopts_the_run(langgraph_url: str) -> N
 async def test_batch_items_find_their_runs_again(client: LangGraphClient) -> None:
     batch = f"b-{uuid.uuid4().hex[:8]}"
     request = say("item").with_metadata(batch_tags(batch, "k1"))
+    before = client.transport.stats.requests
     assert await client.find_run(request) is None
+    # the whole batch is looked up at once: other items of it cost no further request
+    others = [say("x").with_metadata(batch_tags(batch, f"k{i}")) for i in range(2, 12)]
+    assert [await client.find_run(r) for r in others] == [None] * 10
+    assert client.transport.stats.requests - before == 1
     run = await client.create_run(request)
     assert run.thread_id == derived_thread_id(batch, "k1")
     again = await client.find_run(request)
@@ -428,6 +465,12 @@ async def test_batch_items_find_their_runs_again(client: LangGraphClient) -> Non
     found = await client.find_batch_runs(batch)
     assert [r.id for r in found] == [run.id]
     await client.wait_for_run(run)
+    # a new client (a rerun of the batch) finds the started item by the bulk search
+    async with LangGraphClient(client.transport.base_url) as rerun:
+        adopted = await rerun.find_run(request)
+        assert adopted is not None and adopted.id == run.id
+        assert await rerun.find_run(others[0]) is None
+        assert rerun.transport.stats.requests == 2  # one search, one list of k1's runs
 
 
 async def test_unknown_thread_and_run_name_the_ids(client: LangGraphClient) -> None:

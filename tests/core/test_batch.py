@@ -268,6 +268,17 @@ async def test_resume_false_always_creates() -> None:
     assert client.calls["find_run"] == 1
 
 
+async def test_fresh_batch_looks_nothing_up() -> None:
+    client = FakeClient()
+    known = client.add_run("a", RunStatus.RUNNING)
+    outcomes = await run_items(
+        client, [req("a"), req("b")], policy=POLICY, fresh=True, known_runs={"a": known}
+    )
+    assert client.calls["find_run"] == 0 and client.calls["get_run"] == 0
+    assert client.calls["create_run"] == 2
+    assert not any(o.resumed for o in outcomes)
+
+
 async def test_resume_from_known_runs() -> None:
     client = FakeClient(can_find=False)  # the server cannot search by key
     running = client.add_run("a", RunStatus.RUNNING)

@@ -13,9 +13,11 @@ again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
@@ -34,6 +36,7 @@ from prefect_agent_runs.backends.base import (
 )
 from prefect_agent_runs.backends.create import create_reconciled
 from prefect_agent_runs.errors import (
+    AgentRunsError,
     NotFound,
     RunError,
     RunFailed,
@@ -61,6 +64,77 @@ CREATE_ID_KEY = "prefect_agent_runs_create_id"
 CancelAction = Literal["interrupt", "rollback"]
 JOIN_CHUNK_SECONDS = 300.0
 """Longest single join request; a longer wait re-joins (a proxy may cut idle requests)."""
+JOIN_VALUES_KEPT = 4096
+"""Join answers kept for ``get_result`` (the oldest are dropped; a dropped one costs a
+``GET /threads/{id}/state`` if its result is asked for)."""
+SEARCH_PAGE = 1000
+"""Threads per page of a batch's bulk lookup (``POST /threads/search``)."""
+CONFIRM_WINDOW_SECONDS = 0.1
+"""How long a finished join waits for others to share one status check."""
+CONFIRM_MAX_THREADS = 256
+"""Threads checked by one status check at most."""
+
+
+class _StatusCheck:
+    """Checks in bulk which threads are ``interrupted`` after their joins answered values.
+
+    A join answers the same values for a run that succeeded and for one cancelled from
+    elsewhere in mid-run. The thread's status tells them apart, and one ``POST
+    /threads/search {ids, status: "interrupted"}`` answers for every run that finished
+    within ``CONFIRM_WINDOW_SECONDS`` (usually with an empty list).
+    """
+
+    def __init__(self, client: LangGraphClient) -> None:
+        self.client = client
+        self.pending: dict[str, list[asyncio.Future[bool]]] = {}
+        self.flusher: asyncio.Task[None] | None = None
+        self.full = asyncio.Event()
+
+    async def interrupted(self, thread_id: str) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.pending.setdefault(thread_id.lower(), []).append(future)
+        if len(self.pending) >= CONFIRM_MAX_THREADS:
+            self.full.set()
+        if self.flusher is None:
+            self.flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            await asyncio.wait_for(self.full.wait(), CONFIRM_WINDOW_SECONDS)
+        except asyncio.TimeoutError:
+            pass
+        batch, self.pending, self.flusher = self.pending, {}, None
+        self.full.clear()
+        try:
+            body = await self.client.transport.request_json(
+                "POST",
+                "/threads/search",
+                action=f"check the status of {len(batch)} finished thread(s)",
+                json={
+                    "ids": list(batch),
+                    "status": "interrupted",
+                    "select": ["thread_id"],
+                    "limit": len(batch),
+                },
+                mode=RetryMode.IDEMPOTENT,
+            )
+            if not isinstance(body, list):
+                raise self.client._bad_shape("a list of threads", body)
+            stopped = {str(t.get("thread_id", "")).lower() for t in body if isinstance(t, dict)}
+        except BaseException as exc:
+            for futures in batch.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for thread_id, futures in batch.items():
+            for future in futures:
+                if not future.done():
+                    future.set_result(thread_id in stopped)
+
 
 # Fields of a run-create payload that RunRequest.options may carry through unchanged.
 PASSTHROUGH_FIELDS = frozenset(
@@ -157,6 +231,14 @@ class LangGraphClient(BaseRunsClient):
             sleep=sleep,
         )
         super().__init__(transport, policy=policy, clock=clock, sleep=sleep)
+        # run id -> the join's answer (the thread's values), for get_result without a request
+        self._join_values: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # batch key -> the threads that exist for it (one bulk search per batch), and the
+        # threads this client has sent a create for (the bulk answer may predate them)
+        self._batch_threads: dict[str, frozenset[str]] = {}
+        self._batch_locks: dict[str, asyncio.Lock] = {}
+        self._touched: set[str] = set()
+        self._status_check: _StatusCheck | None = None
 
     # -- mapping ------------------------------------------------------------------------
 
@@ -259,6 +341,8 @@ class LangGraphClient(BaseRunsClient):
         if request.key:
             action += f" (key {request.key!r})"
 
+        self._touched.add(thread_id)
+
         async def send() -> Run:
             body = await self.transport.request_json(
                 "POST",
@@ -275,7 +359,8 @@ class LangGraphClient(BaseRunsClient):
         run = await create_reconciled(
             send, lookup, backend=self.backend, action=action, **self._create_kwargs()
         )
-        logger.info("%s: created %s", self.backend, run.describe())
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s: created %s", self.backend, run.describe())
         return run
 
     async def create_batch(self, requests: Sequence[RunRequest]) -> list[Run]:
@@ -461,12 +546,42 @@ class LangGraphClient(BaseRunsClient):
         """The newest run already started for this batch item, or None.
 
         Looks on the thread derived from (batch_key, key); requests without both return None.
+        The first lookup of a batch asks for all its threads at once (``POST
+        /threads/search`` by the batch metadata, paged); after that only an item whose
+        thread exists costs a request (the list of its runs). A thread this client has sent
+        a create for is always looked up on the server.
         """
         key = request.metadata.get(METADATA_ITEM_KEY)
-        if key is None or request.metadata.get(METADATA_BATCH_KEY) is None:
+        batch = request.metadata.get(METADATA_BATCH_KEY)
+        if key is None or batch is None:
             return None
         thread_id, _ = self.thread_id_for(request)
+        if thread_id not in self._touched:
+            existing = await self._threads_of_batch(str(batch))
+            if thread_id not in existing:
+                return None
         return await self._find_on_thread(thread_id, METADATA_ITEM_KEY, str(key))
+
+    async def _threads_of_batch(self, batch_key: str) -> frozenset[str]:
+        """The ids of every thread tagged with ``batch_key``: one paged search per batch."""
+        known = self._batch_threads.get(batch_key)
+        if known is not None:
+            return known
+        lock = self._batch_locks.setdefault(batch_key, asyncio.Lock())
+        async with lock:
+            known = self._batch_threads.get(batch_key)
+            if known is None:
+                ids: set[str] = set()
+                page = await self.search_threads(
+                    metadata={METADATA_BATCH_KEY: batch_key},
+                    limit=SEARCH_PAGE,
+                    select=["thread_id"],
+                )
+                async for thread in page:
+                    if thread.get("thread_id"):
+                        ids.add(str(thread["thread_id"]))
+                known = self._batch_threads[batch_key] = frozenset(ids)
+        return known
 
     # -- cancel / delete ----------------------------------------------------------------
 
@@ -558,12 +673,22 @@ class LangGraphClient(BaseRunsClient):
         policy: PollPolicy | None = None,
         on_change: Callable[[Run], Any] | None = None,
         tool_handler: ToolHandler | None = None,
+        confirm_status: bool = False,
     ) -> Run:
         """Wait for a terminal state by joining the run (server push), not by polling.
 
         Each join is given the time left before ``timeout_seconds`` (at most
         ``JOIN_CHUNK_SECONDS``); a join cut by a proxy or a timeout is followed by a read
         of the run and another join.
+
+        About one request per run: a join that answers the thread's values ends the wait
+        with the run COMPLETED, and those values are kept for :meth:`get_result`. The join's
+        answer is the same for a success and for a run cancelled from elsewhere in mid-run,
+        so the threads whose joins answered within 0.1 s are checked together in one
+        ``POST /threads/search`` (status ``interrupted``); such a thread, or an answer with
+        an error, an interrupt or no values, is followed by a read of the run for its exact
+        status. (A run rolled back from elsewhere leaves its thread ``idle`` and is not
+        told apart.) ``confirm_status=True`` reads the run after every join instead.
 
         Raises:
             RunTimedOut: The deadline passed (the run was cancelled if ``cancel_on_timeout``).
@@ -589,6 +714,22 @@ class LangGraphClient(BaseRunsClient):
                     raise
                 # the join was cut (read timeout or a dropped connection): look, then join again
                 logger.debug("%s: join of %s ended early (%s)", self.backend, current.id, exc)
+            if (
+                values is not None
+                and not confirm_status
+                and _answers_success(values)
+                and not await self._interrupted(current)
+            ):
+                # the join answered the run's final values: no read of the run
+                self._keep_values(current.id, values)
+                done = current.model_copy(
+                    update={
+                        "status": RunStatus.COMPLETED,
+                        "raw_status": "success",
+                        "raw": {**current.raw, "status": "success"},
+                    }
+                )
+                return Observation(done, poll_after_seconds=None)
             observed = await self.get_run(current.id, thread_id=current.thread_id)
             error = _join_error(values)
             if error and observed.status.is_terminal and not observed.status.is_success:
@@ -719,14 +860,40 @@ class LangGraphClient(BaseRunsClient):
             raise self._bad_shape("a thread state", body)
         return body
 
+    async def _interrupted(self, run: Run) -> bool:
+        """Whether the run's thread is ``interrupted`` (checked in bulk); True on doubt."""
+        if not run.thread_id:
+            return True
+        if self._status_check is None:
+            self._status_check = _StatusCheck(self)
+        try:
+            return await self._status_check.interrupted(run.thread_id)
+        except AgentRunsError as exc:
+            logger.debug("%s: bulk status check failed (%s); reading the run", self.backend, exc)
+            return True
+
+    def _keep_values(self, run_id: str, values: dict[str, Any]) -> None:
+        self._join_values[run_id] = values
+        while len(self._join_values) > JOIN_VALUES_KEPT:
+            self._join_values.popitem(last=False)
+
     async def get_result(self, run: Run) -> ThreadResult:
-        """The thread's state values after the run, its messages and last AI text."""
+        """The thread's state values after the run, its messages and last AI text.
+
+        Taken from the join's answer when :meth:`wait_for_run` joined this run (no
+        request; ``source="join"``); otherwise read from ``GET /threads/{id}/state``
+        (``source="state"``).
+        """
         if not run.thread_id:
             raise ValidationError(
                 f"{self.backend}: {run.describe()} has no thread to read", backend=self.backend
             )
-        state = await self.get_thread_state(run.thread_id)
-        values = state.get("values")
+        values: Any = self._join_values.pop(run.id, None)
+        source = "join"
+        if values is None:
+            state = await self.get_thread_state(run.thread_id)
+            values = state.get("values")
+            source = "state"
         values = values if isinstance(values, dict) else {"value": values}
         messages = [m for m in values.get("messages") or [] if isinstance(m, dict)]
         return ThreadResult(
@@ -735,6 +902,7 @@ class LangGraphClient(BaseRunsClient):
             messages=messages,
             values=values,
             text=_last_ai_text(messages),
+            source=source,
         )
 
     # -- threads ------------------------------------------------------------------------
@@ -766,8 +934,12 @@ class LangGraphClient(BaseRunsClient):
         status: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        select: Sequence[str] | None = None,
     ) -> Page[dict[str, Any]]:
-        """Threads whose metadata contains ``metadata`` (``POST /threads/search``), paged."""
+        """Threads whose metadata contains ``metadata`` (``POST /threads/search``), paged.
+
+        ``select`` asks for only these fields of each thread (e.g. ``["thread_id"]``).
+        """
 
         async def fetch(at: int) -> Page[dict[str, Any]]:
             payload: dict[str, Any] = {
@@ -777,6 +949,8 @@ class LangGraphClient(BaseRunsClient):
             }
             if status:
                 payload["status"] = status
+            if select:
+                payload["select"] = list(select)
             body = await self.transport.request_json(
                 "POST",
                 "/threads/search",
@@ -824,6 +998,11 @@ def _raw_status(status: str | RunStatus | None) -> str | None:
         f"{sorted(STATUS_MAPS['langgraph'])}",
         backend="langgraph",
     )
+
+
+def _answers_success(values: Mapping[str, Any]) -> bool:
+    """Whether a join's answer is a finished run's values (not an error, interrupt or {})."""
+    return bool(values) and "__error__" not in values and "__interrupt__" not in values
 
 
 def _join_error(values: Mapping[str, Any] | None) -> str | None:

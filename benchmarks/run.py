@@ -1,0 +1,563 @@
+"""Benchmarks: run_batch, the engine, the official SDK scripts and two common recipes.
+
+One command (from the repository root, with the ``bench`` and ``langgraph`` extras)::
+
+    python -m benchmarks            # the full set (about an hour on 2 cores)
+    python -m benchmarks --quick    # 1 round, small N (a few minutes, for development)
+
+Workloads:
+
+* ``langgraph``: the real Agent Server (``langgraph dev --n-jobs-per-worker 64``),
+  1,000 runs of 1 s, 64 creates in flight, each contender on a freshly started server in a
+  fresh folder; rounds alternate the contenders (A B C A B C ...), medians are reported.
+* ``langgraph-10k``: one round on servers that already hold 10,000 earlier threads (a copy of
+  one prefilled state folder per contender).
+* ``assistants``: the Assistants emulator in its own process, runs of 0.5-2 s (scripted per
+  run, the same for every contender), 256 creates in flight, at 1,000 / 10,000 / 100,000.
+
+Each contender runs in its own process (benchmarks/contenders.py), so client CPU and peak
+RSS are its own. Prints one table, writes benchmarks/RESULTS.md and benchmarks/results.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from prefect_agent_runs.testing import LangGraphDevServer
+from prefect_agent_runs.testing._ports import find_free_port
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CONTENDERS = ("run_batch", "engine", "sdk", "poll2s", "task_per_poll")
+LABELS = {
+    "run_batch": "run_batch (results collected)",
+    "engine": "engine alone (run_items)",
+    "sdk": "official SDK script",
+    "poll2s": "seed 003 recipe (GET every 2 s)",
+    "task_per_poll": "task per run + task per poll (prefect-dbt)",
+}
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_RUN_END = re.compile(
+    r"Background run (?:succeeded|failed|interrupted|timed out)\b.*?"
+    r"run_created_at=(\S+).*?run_ended_at=(\S+).*?run_id=(\S+)"
+)
+
+
+@dataclass
+class Row:
+    workload: str
+    contender: str
+    n: int
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+
+    def median(self, name: str) -> float | None:
+        values = [r[name] for r in self.rounds if r.get(name) is not None]
+        return statistics.median(values) if values else None
+
+
+def _iso(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds of a process and its children."""
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                continue
+    except psutil.Error:
+        return 0.0
+    return total
+
+
+def _busy_cpu() -> float:
+    t = psutil.cpu_times()
+    return (
+        t.user
+        + t.system
+        + getattr(t, "nice", 0.0)
+        + getattr(t, "irq", 0.0)
+        + getattr(t, "softirq", 0.0)
+    )
+
+
+def _run_contender(
+    backend: str, contender: str, url: str, n: int, concurrency: int, sleep: float, workdir: Path
+) -> dict[str, Any]:
+    out = workdir / f"{contender}.json"
+    env = dict(os.environ)
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "PREFECT_HOME": str(workdir / "prefect-home"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # the temporary server needs longer than the default 20 s on a loaded 2-core box
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+            "PREFECT_LOGGING_LEVEL": env.get("PREFECT_LOGGING_LEVEL", "INFO"),
+        }
+    )
+    env.pop("PREFECT_API_URL", None)
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.contenders",
+        "--backend",
+        backend,
+        "--contender",
+        contender,
+        "--url",
+        url,
+        "--n",
+        str(n),
+        "--concurrency",
+        str(concurrency),
+        "--sleep",
+        str(sleep),
+        "--out",
+        str(out),
+    ]
+    log = workdir / f"{contender}.log"
+    with open(log, "wb") as sink:
+        code = subprocess.call(command, cwd=workdir, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    if code != 0 or not out.exists():
+        tail = log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{backend} {contender} failed (exit {code}):\n{tail}")
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def _figures(
+    result: dict[str, Any],
+    ends: dict[str, tuple[float, float]],
+    server_cpu: float,
+    other_cpu: float,
+) -> dict[str, Any]:
+    n = result["n"]
+    seen: dict[str, float] = result["seen"]
+    mine = {rid: ends[rid] for rid in seen if rid in ends}
+    lags = [seen[rid] - end for rid, (_, end) in mine.items()]
+    makespan = (
+        max(end for _, end in mine.values()) - min(c for c, _ in mine.values()) if mine else None
+    )
+    return {
+        "wall": result["wall"],
+        "wall_over_makespan": result["wall"] / makespan if makespan else None,
+        "requests_per_run": result["requests"] / n,
+        "server_cpu_ms_per_run": 1000 * server_cpu / n,
+        "lag_p50_ms": 1000 * lag if (lag := _percentile(lags, 0.5)) is not None else None,
+        "lag_p99_ms": 1000 * lag if (lag := _percentile(lags, 0.99)) is not None else None,
+        "client_cpu_per_1000": 1000 * result["client_cpu"] / n,
+        "prefect_server_cpu_per_1000": (
+            1000 * result["prefect_server_cpu"] / n if "prefect_server_cpu" in result else None
+        ),
+        "peak_rss_mb": result["peak_rss_mb"],
+        "prefect_logs": result.get("prefect_logs"),
+        "prefect_task_runs": result.get("prefect_task_runs"),
+        "prefect_cold_start": result.get("prefect_cold_start"),
+        "seen": len(seen),
+        "matched": len(mine),
+        "errors": result.get("errors") or [],
+        "other_cpu_pct": other_cpu,
+    }
+
+
+# -- LangGraph ------------------------------------------------------------------------------
+
+
+def _langgraph_ends(server: LangGraphDevServer) -> dict[str, tuple[float, float]]:
+    """Each run's (created, ended) from the server's own log lines."""
+    assert server.log_path is not None
+    ends = {}
+    for line in _ANSI.sub("", server.log_path.read_text(errors="replace")).splitlines():
+        match = _RUN_END.search(line)
+        if match:
+            ends[match.group(3)] = (_iso(match.group(1)), _iso(match.group(2)))
+    return ends
+
+
+def _langgraph_round(
+    contender: str, n: int, sleep: float, concurrency: int, template: Path | None
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-lg-") as tmp:
+        work = Path(tmp)
+        state = work / "server"
+        if template is not None:
+            shutil.copytree(template, state)
+        with LangGraphDevServer(n_jobs_per_worker=64, workdir=state) as server:
+            assert server.pid is not None
+            cpu0, busy0, t0 = _cpu(server.pid), _busy_cpu(), time.perf_counter()
+            result = _run_contender(
+                "langgraph", contender, server.base_url, n, concurrency, sleep, work
+            )
+            server_cpu = _cpu(server.pid) - cpu0
+            elapsed, busy = time.perf_counter() - t0, _busy_cpu() - busy0
+            ends = _langgraph_ends(server)
+        own = server_cpu + result["client_cpu"] + result.get("prefect_server_cpu", 0.0)
+        other = 100 * max(0.0, busy - own) / (elapsed * psutil.cpu_count())
+        return _figures(result, ends, server_cpu, other)
+
+
+def _prefill(template: Path, threads: int) -> float:
+    """A server state folder holding ``threads`` finished threads (runs of 0 s)."""
+    started = time.perf_counter()
+    with LangGraphDevServer(n_jobs_per_worker=64, workdir=template) as server:
+        http = httpx.Client(base_url=server.base_url, timeout=120)
+        chunk = 100
+        for at in range(0, threads, chunk):
+            payload = [
+                {
+                    "assistant_id": "echo",
+                    "input": {"messages": [{"role": "user", "content": f"earlier {i}"}]},
+                    "metadata": {"bench_prefill": "1"},
+                    "on_completion": "keep",
+                }
+                for i in range(at, min(threads, at + chunk))
+            ]
+            http.post("/runs/batch", json=payload).raise_for_status()
+            while http.post("/threads/count", json={"status": "busy"}).json() > 2 * chunk:
+                time.sleep(0.2)
+        while http.post("/threads/count", json={"status": "busy"}).json() > 0:
+            time.sleep(0.5)
+        held = http.post("/threads/count", json={}).json()
+        print(f"prefilled {held} threads in {time.perf_counter() - started:.0f} s", flush=True)
+    return time.perf_counter() - started
+
+
+# -- Assistants emulator ----------------------------------------------------------------------
+
+
+@contextmanager
+def _emulator(work: Path) -> Iterator[tuple[str, int, Path]]:
+    port = find_free_port()
+    dump = work / "emulator.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.emulator_server",
+            "--port",
+            str(port),
+            "--dump",
+            str(dump),
+        ],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("ready "):
+            raise RuntimeError(f"emulator did not start: {line!r}")
+        yield line.split()[1], proc.pid, dump
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)
+
+
+def _assistants_round(contender: str, n: int, concurrency: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-emu-") as tmp:
+        work = Path(tmp)
+        with _emulator(work) as (url, pid, dump):
+            cpu0, busy0, t0 = _cpu(pid), _busy_cpu(), time.perf_counter()
+            result = _run_contender("assistants", contender, url, n, concurrency, 0.0, work)
+            server_cpu = _cpu(pid) - cpu0
+            elapsed, busy = time.perf_counter() - t0, _busy_cpu() - busy0
+        stats = json.loads(dump.read_text())
+        ends = {rid: (r["created"], r["ended"]) for rid, r in stats["runs"].items()}
+        own = server_cpu + result["client_cpu"] + result.get("prefect_server_cpu", 0.0)
+        other = 100 * max(0.0, busy - own) / (elapsed * psutil.cpu_count())
+        figures = _figures(result, ends, server_cpu, other)
+        # counted at the server: the openai SDK's requests do not pass httpx.AsyncClient.send
+        figures["client_requests_per_run"] = figures["requests_per_run"]
+        figures["requests_per_run"] = stats["requests"] / n
+        return figures
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+COLUMNS = [
+    ("wall s", "wall", 1),
+    ("wall / server makespan", "wall_over_makespan", 2),
+    ("requests / run", "requests_per_run", 2),
+    ("server CPU ms / run", "server_cpu_ms_per_run", 1),
+    ("lag p50 ms", "lag_p50_ms", 0),
+    ("lag p99 ms", "lag_p99_ms", 0),
+    ("client CPU s / 1,000 runs", "client_cpu_per_1000", 1),
+    ("Prefect server CPU s / 1,000", "prefect_server_cpu_per_1000", 1),
+    ("peak RSS MB", "peak_rss_mb", 0),
+    ("Prefect log records", "prefect_logs", 0),
+    ("Prefect task runs", "prefect_task_runs", 0),
+    ("other load %", "other_cpu_pct", 0),
+]
+
+
+def table(rows: list[Row]) -> str:
+    head = ["workload", "contender", "N", "rounds", *(c[0] for c in COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [
+            row.workload,
+            LABELS.get(row.contender, row.contender),
+            f"{row.n:,}",
+            str(len(row.rounds)),
+        ]
+        cells += [_fmt(row.median(key), digits) for _, key, digits in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    cold = [
+        r["prefect_cold_start"] for row in rows for r in row.rounds if r.get("prefect_cold_start")
+    ]
+    if cold:
+        lines.append(
+            f"| Prefect cold start (first flow run, temporary server) | | | {len(cold)} | "
+            f"{_fmt(statistics.median(cold))} |" + " |" * (len(COLUMNS) - 1)
+        )
+    return "\n".join(lines)
+
+
+def _versions() -> str:
+    names = [
+        "prefect",
+        "langgraph-api",
+        "langgraph-runtime-inmem",
+        "langgraph-sdk",
+        "openai",
+        "httpx",
+        "httpcore",
+    ]
+    out = []
+    for name in names:
+        try:
+            out.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return ", ".join(out)
+
+
+def _machine() -> str:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = psutil.virtual_memory().total / 2**30
+    return f"{platform.system()} {platform.release()}, {psutil.cpu_count()} CPUs ({cpu}), {mem:.0f} GiB, Python {platform.python_version()}"
+
+
+def _commit() -> str:
+    try:
+        return subprocess.check_output(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True
+        ).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_wall, ax_req) = plt.subplots(1, 2, figsize=(12, 4.5))
+    series: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        series.setdefault((row.workload, row.contender), []).append(row)
+    for (workload, contender), group in sorted(series.items()):
+        group.sort(key=lambda r: r.n)
+        xs = [r.n for r in group]
+        style = "o-" if workload.startswith("assistants") else "s--"
+        label = f"{workload}: {contender}"
+        ax_wall.plot(xs, [r.median("wall") for r in group], style, label=label)
+        ax_req.plot(xs, [r.median("requests_per_run") for r in group], style, label=label)
+    for ax, title in ((ax_wall, "wall time (s)"), (ax_req, "HTTP requests per run")):
+        ax.set_xscale("log")
+        ax.set_xlabel("runs in the batch (N)")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+    ax_wall.set_yscale("log")
+    ax_req.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def write_results(
+    rows: list[Row], args: argparse.Namespace, command: str, notes: list[str], path: Path
+) -> None:
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    errors = sorted({e for row in rows for r in row.rounds for e in r["errors"]})
+    body = [
+        "# Benchmark results",
+        "",
+        f"Measured {now} on {_machine()}; commit {_commit()}; {_versions()}.",
+        "",
+        f"Command: `{command}`",
+        "",
+        "Medians over the rounds shown. Detection lag: the run ended on the server (the"
+        " server's own timestamp: LangGraph's `run_ended_at` log field, the emulator's scripted"
+        " end) until the contender learned it. Requests are counted at the client's httpx"
+        " (retries included) on LangGraph, at the emulator on the Assistants workload. Server CPU: the server process and its children (psutil)."
+        " Client CPU: the contender's own process; Prefect's temporary server is a separate"
+        ' column. "other load" is the CPU that neither the server nor the contender used while'
+        " it ran (other helpers' test runs on this shared 2-core machine): the noise.",
+        "",
+        table(rows),
+        "",
+        "![wall time and requests per run against N](results.png)",
+        "",
+    ]
+    if notes:
+        body += ["## Notes", "", *(f"- {n}" for n in notes), ""]
+    if errors:
+        body += ["## Errors seen (first of each)", "", *(f"- `{e}`" for e in errors[:20]), ""]
+    path.write_text("\n".join(body), encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 round, small N")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument(
+        "--workloads", nargs="*", default=["langgraph", "langgraph-10k", "assistants"]
+    )
+    parser.add_argument("--contenders", nargs="*", default=list(CONTENDERS), choices=CONTENDERS)
+    parser.add_argument("--langgraph-runs", type=int, default=None)
+    parser.add_argument("--prefill-threads", type=int, default=None)
+    parser.add_argument("--assistants-sizes", type=int, nargs="*", default=None)
+    parser.add_argument(
+        "--big-contenders",
+        nargs="*",
+        default=["run_batch", "engine", "sdk"],
+        help="contenders run at assistants sizes above 1,000 (one round each)",
+    )
+    parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    args = parser.parse_args()
+    rounds = args.rounds or (1 if args.quick else 3)
+    lg_n = args.langgraph_runs or (200 if args.quick else 1000)
+    prefill = args.prefill_threads or (1000 if args.quick else 10000)
+    sizes = args.assistants_sizes or ([200, 1000] if args.quick else [1000, 10000, 100000])
+    command = "python -m benchmarks " + " ".join(sys.argv[1:])
+    rows: dict[tuple[str, str, int], Row] = {}
+    notes: list[str] = []
+
+    def attempt(workload: str, contender: str, n: int, measure: Any) -> None:
+        try:
+            figures = measure()
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            print(f"  {workload} {contender} N={n}: FAILED: {exc}"[-2000:], flush=True)
+            notes.append(f"{workload} {contender} N={n}: one round failed: {first}")
+            return
+        record(workload, contender, n, figures)
+
+    def record(workload: str, contender: str, n: int, figures: dict[str, Any]) -> None:
+        row = rows.setdefault((workload, contender, n), Row(workload, contender, n))
+        row.rounds.append(figures)
+        print(
+            f"  {workload} {contender} N={n}: wall {figures['wall']:.1f} s, "
+            f"{figures['requests_per_run']:.2f} req/run, lag p99 {_fmt(figures['lag_p99_ms'], 0)} ms, "
+            f"client CPU {figures['client_cpu_per_1000']:.1f} s/1000, other load {figures['other_cpu_pct']:.0f} %",
+            flush=True,
+        )
+
+    if "langgraph" in args.workloads:
+        for r in range(rounds):
+            order = args.contenders if r % 2 == 0 else list(reversed(args.contenders))
+            print(f"langgraph round {r + 1}/{rounds}", flush=True)
+            for contender in order:
+                attempt(
+                    "langgraph",
+                    contender,
+                    lg_n,
+                    lambda c=contender: _langgraph_round(c, lg_n, 1.0, 64, None),
+                )
+    if "langgraph-10k" in args.workloads:
+        with tempfile.TemporaryDirectory(prefix="bench-prefill-") as tmp:
+            template = Path(tmp) / "state"
+            seconds = _prefill(template, prefill)
+            notes.append(
+                f"langgraph-{prefill // 1000}k: each contender on a copy of one server state holding"
+                f" {prefill:,} earlier finished threads (prefilled in {seconds:.0f} s), one round."
+            )
+            workload = f"langgraph-{prefill // 1000}k"
+            for contender in args.contenders:
+                attempt(
+                    workload,
+                    contender,
+                    lg_n,
+                    lambda c=contender: _langgraph_round(c, lg_n, 1.0, 64, template),
+                )
+    if "assistants" in args.workloads:
+        for n in sizes:
+            names = (
+                args.contenders
+                if n <= 1000
+                else [c for c in args.contenders if c in args.big_contenders]
+            )
+            count = rounds if n <= 1000 else 1
+            for r in range(count):
+                order = names if r % 2 == 0 else list(reversed(names))
+                print(f"assistants N={n} round {r + 1}/{count}", flush=True)
+                for contender in order:
+                    attempt(
+                        "assistants",
+                        contender,
+                        n,
+                        lambda c=contender, n=n: _assistants_round(c, n, 256),
+                    )
+    ordered = sorted(rows.values(), key=lambda r: (r.workload, r.n, CONTENDERS.index(r.contender)))
+    print()
+    print(table(ordered))
+    out = Path(args.out)
+    plot(ordered, out.with_name("results.png"))
+    write_results(ordered, args, command, notes, out)
+    print(f"\nwrote {out} and {out.with_name('results.png')}")
+
+
+if __name__ == "__main__":
+    main()
