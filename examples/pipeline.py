@@ -96,6 +96,7 @@ def answer_questions_csv(
     return dict(result.counts)
 
 
+# --8<-- [start:chain]
 @flow(name="answer-one")
 def answer_one(
     credentials: AgentRunsCredentials,
@@ -107,6 +108,9 @@ def answer_one(
     run = create_run(credentials, RunRequest(assistant_id=assistant_id, message=question))
     run = wait_for_run(credentials, run, timeout_seconds=timeout_seconds)
     return get_run_result(credentials, run).text or ""
+
+
+# --8<-- [end:chain]
 
 
 def _demo(out: Path) -> int:

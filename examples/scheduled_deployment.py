@@ -43,6 +43,7 @@ def batch_key_for(prefix: str) -> str:
     return f"{prefix}-{scheduled:%Y-%m-%d}"
 
 
+# --8<-- [start:nightly]
 @flow(name="nightly-agent-batch")
 async def nightly_batch(
     items_path: str = str(DEFAULT_ITEMS),
@@ -83,6 +84,9 @@ async def nightly_batch(
         fail_on=fail_on,
     )
     return {"batch_key": batch_key, "counts": dict(result.counts)}
+
+
+# --8<-- [end:nightly]
 
 
 def main(argv: list[str] | None = None) -> None:

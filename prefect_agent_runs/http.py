@@ -51,6 +51,7 @@ from prefect_agent_runs.errors import (
 
 __all__ = [
     "USER_AGENT",
+    "Limiter",
     "RetryMode",
     "RetryPolicy",
     "Transport",
@@ -62,6 +63,14 @@ __all__ = [
 logger = logging.getLogger("prefect_agent_runs.http")
 
 USER_AGENT = f"prefect-agent-runs/{__version__}"
+"""The ``User-Agent`` header of every request."""
+
+Limiter = Callable[[], contextlib.AbstractAsyncContextManager[object]]
+"""A limit shared beyond this process, taken around every request: a callable returning
+an async context manager (entered before the request is sent, left when its answer is in).
+
+The transport knows nothing of Prefect; the credentials blocks inject one built on Prefect's
+global concurrency limits (:func:`prefect_agent_runs.blocks.limits.global_limiter`)."""
 SNIPPET_CHARS = 300
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 520, 522, 524})
 
@@ -344,6 +353,8 @@ class Transport:
         http_client: Use this ``httpx.AsyncClient`` instead of building one (tests, respx).
         error_hook: Called with each :class:`ApiError` before it is raised; may return a
             replacement (e.g. "the Assistants API was retired here").
+        limiter: A shared limit taken around each request and each stream (after the
+            local ``max_concurrency`` slot); settable later as ``transport.limiter``.
     """
 
     def __init__(
@@ -361,8 +372,10 @@ class Transport:
         sleep: Sleep | None = None,
         http_client: httpx.AsyncClient | None = None,
         error_hook: Callable[[ApiError], ApiError] | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.backend = backend
+        self.limiter = limiter
         self.base_url = base_url.rstrip("/")
         self.secrets = [s for s in secrets if s]
         self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
@@ -434,6 +447,9 @@ class Transport:
             reached_server=reached,
         )
 
+    def _limit(self) -> contextlib.AbstractAsyncContextManager[object]:
+        return self.limiter() if self.limiter is not None else contextlib.nullcontext()
+
     @property
     def slots(self) -> asyncio.Semaphore:
         """The semaphore that bounds requests in flight to ``max_concurrency``."""
@@ -458,7 +474,7 @@ class Transport:
             httpx.Timeout(timeout) if timeout is not None else httpx.USE_CLIENT_DEFAULT
         )
         try:
-            async with self.slots:
+            async with self.slots, self._limit():
                 response = await self.client.request(
                     method,
                     path,
@@ -622,6 +638,7 @@ class Transport:
         try:
             async with (
                 self.slots,
+                self._limit(),
                 self.client.stream(
                     method,
                     path,

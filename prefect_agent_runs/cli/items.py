@@ -23,6 +23,7 @@ from prefect_agent_runs.models import RunRequest
 __all__ = ["FIELDS", "ItemError", "ItemFormat", "detect_format", "parse_items", "read_items"]
 
 ItemFormat = Literal["jsonl", "csv"]
+"""The item file formats: JSON Lines or CSV."""
 
 FIELDS = (
     "key",

@@ -157,6 +157,7 @@ async def test_served_with_a_cron_schedule_and_triggered(
         "0 2 * * *",
         "--batch-prefix",
         prefix,
+        PREFECT_RUNNER_POLL_FREQUENCY="1",
     )
     try:
         with temporary_settings({PREFECT_API_URL: server.api_url}):
