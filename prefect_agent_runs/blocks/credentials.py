@@ -44,6 +44,29 @@ class AgentRunsCredentials(CredentialsBlock):
     max_concurrency: int = Field(
         default=32, ge=1, le=1024, description="Requests in flight at once through one client."
     )
+    global_concurrency_limit: str | None = Field(
+        default=None,
+        title="Global concurrency limit",
+        description="Name of a Prefect global concurrency limit: each request to the platform "
+        "holds one slot while in flight, across every flow run.",
+    )
+    global_rate_limit: str | None = Field(
+        default=None,
+        title="Global rate limit",
+        description="Name of a Prefect global concurrency limit with slot decay: each request "
+        "to the platform takes one slot (requests per unit of time, across every flow run).",
+    )
+
+    def _with_limits(self, client: BaseRunsClient) -> BaseRunsClient:
+        """Give the client's transport the block's global limits (docs: rate limits)."""
+        from prefect_agent_runs.blocks.limits import global_limiter
+
+        limiter = global_limiter(
+            concurrency_limit=self.global_concurrency_limit, rate_limit=self.global_rate_limit
+        )
+        if limiter is not None:
+            client.transport.limiter = limiter
+        return client
 
     def _client_kwargs(self, overrides: dict[str, Any]) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -108,7 +131,9 @@ class LangGraphCredentials(AgentRunsCredentials):
         from prefect_agent_runs.backends.langgraph import LangGraphClient
 
         api_key = self.api_key.get_secret_value() if self.api_key else None
-        return LangGraphClient(self.base_url, api_key=api_key, **self._client_kwargs(overrides))
+        return self._with_limits(
+            LangGraphClient(self.base_url, api_key=api_key, **self._client_kwargs(overrides))
+        )
 
 
 class AssistantsCredentials(AgentRunsCredentials):
@@ -159,14 +184,16 @@ class AssistantsCredentials(AgentRunsCredentials):
         """Build an :class:`~prefect_agent_runs.backends.openai_assistants.AssistantsClient`."""
         from prefect_agent_runs.backends.openai_assistants import AssistantsClient
 
-        return AssistantsClient(
-            self.base_url,
-            api_key=self.api_key.get_secret_value() if self.api_key else None,
-            organization=self.organization,
-            project=self.project,
-            api_version=self.api_version,
-            headers=self.extra_headers,
-            **self._client_kwargs(overrides),
+        return self._with_limits(
+            AssistantsClient(
+                self.base_url,
+                api_key=self.api_key.get_secret_value() if self.api_key else None,
+                organization=self.organization,
+                project=self.project,
+                api_version=self.api_version,
+                headers=self.extra_headers,
+                **self._client_kwargs(overrides),
+            )
         )
 
 

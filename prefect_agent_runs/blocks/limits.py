@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+from prefect_agent_runs.errors import AgentRunsError
 from prefect_agent_runs.http import Limiter
 
 __all__ = ["global_limiter"]
@@ -52,15 +53,29 @@ def global_limiter(
 
     @contextlib.asynccontextmanager
     async def limit() -> AsyncIterator[None]:
+        from prefect.concurrency._asyncio import (
+            AcquireConcurrencySlotTimeoutError,
+            ConcurrencySlotAcquisitionError,
+        )
         from prefect.concurrency.asyncio import concurrency
         from prefect.concurrency.asyncio import rate_limit as take_rate_slot
 
-        if rate_limit:
-            await take_rate_slot(rate_limit, timeout_seconds=timeout_seconds, strict=True)
-        if concurrency_limit:
-            async with concurrency(concurrency_limit, timeout_seconds=timeout_seconds, strict=True):
-                yield
-        else:
+        async with contextlib.AsyncExitStack() as stack:
+            name = rate_limit
+            try:
+                if rate_limit:
+                    await take_rate_slot(rate_limit, timeout_seconds=timeout_seconds, strict=True)
+                name = concurrency_limit
+                if concurrency_limit:
+                    await stack.enter_async_context(
+                        concurrency(concurrency_limit, timeout_seconds=timeout_seconds, strict=True)
+                    )
+            except (ConcurrencySlotAcquisitionError, AcquireConcurrencySlotTimeoutError) as exc:
+                raise AgentRunsError(
+                    f"Prefect global concurrency limit {name!r}: no slot was taken, so no request "
+                    f"was sent ({type(exc).__name__}: {exc}). Create the limit with "
+                    f"`prefect gcl create {name} --limit N`, or clear the block's field."
+                ) from exc
             yield
 
     return limit

@@ -38,7 +38,8 @@ def main() -> None:
             )
         )
     result = run_batch(credentials, requests, batch_key=batch_key, max_concurrency=32)
-    print(json.dumps({"counts": dict(result.counts)}))
+    errors = sorted({o.error for o in result.failed if o.error})
+    print(json.dumps({"counts": dict(result.counts), "errors": errors}))
 
 
 if __name__ == "__main__":
