@@ -20,43 +20,45 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import email.utils
 import enum
 import json
 import logging
-import re
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
-from tenacity.wait import wait_base, wait_random_exponential
+from tenacity.wait import wait_base
 
 from prefect_agent_runs._version import __version__
 from prefect_agent_runs.errors import (
     AgentRunsError,
     ApiError,
-    BadRequest,
-    Conflict,
-    Forbidden,
-    NotFound,
-    RateLimited,
     ServerError,
     TransportError,
-    Unauthorized,
 )
+from prefect_agent_runs.responses import (
+    ErrorParser,
+    error_from_response,
+    parse_error_body,
+    parse_retry_after,
+    redact,
+    snippet,
+)
+from prefect_agent_runs.transient import Backoff, is_transient_status
 
 __all__ = [
     "USER_AGENT",
+    "ErrorParser",
     "Limiter",
     "RetryMode",
     "RetryPolicy",
     "Transport",
     "TransportStats",
     "error_from_response",
+    "parse_error_body",
+    "parse_retry_after",
     "redact",
 ]
 
@@ -71,8 +73,6 @@ an async context manager (entered before the request is sent, left when its answ
 
 The transport knows nothing of Prefect; the credentials blocks inject one built on Prefect's
 global concurrency limits (:func:`prefect_agent_runs.blocks.limits.global_limiter`)."""
-SNIPPET_CHARS = 300
-RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 520, 522, 524})
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -118,181 +118,6 @@ class TransportStats:
     by_status: dict[int, int] = field(default_factory=dict)
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every secret (and every bearer token) in ``text`` with ``***``.
-
-    Args:
-        text: Any text that may be shown to a person or logged.
-        secrets: The secret values to hide (short values, under 4 characters, are ignored
-            so that a test key like "x" does not mangle every message).
-    """
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return re.sub(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+", r"\1***", text)
-
-
-def _snippet(text: str, secrets: Iterable[str]) -> str:
-    # redact before cutting: a secret straddling the cut must not leave a visible prefix
-    flat = redact(" ".join(text.split()), secrets)
-    if len(flat) > SNIPPET_CHARS:
-        flat = flat[:SNIPPET_CHARS] + "…"
-    return flat
-
-
-def parse_retry_after(
-    headers: httpx.Headers, *, now: Callable[[], float] = time.time
-) -> float | None:
-    """The delay a response asks for, in seconds: ``retry-after-ms``, then ``Retry-After``.
-
-    ``Retry-After`` may be seconds or an HTTP date. Returns None when absent or unusable.
-    """
-    ms = headers.get("retry-after-ms")
-    if ms:
-        with contextlib.suppress(ValueError):
-            return max(0.0, float(ms) / 1000.0)
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass  # not seconds: an HTTP date, or garbage
-    try:
-        parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
-    return max(0.0, parsed.timestamp() - now())
-
-
-def _server_message(body: Any) -> tuple[str | None, str | None, dict[str, list[str]]]:
-    """Pull (message, code, field_errors) out of the error shapes the platforms use."""
-    message: str | None = None
-    code: str | None = None
-    fields: dict[str, list[str]] = {}
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict):  # OpenAI / Azure, Linkage
-            message = _str_or_none(err.get("message"))
-            code = _str_or_none(err.get("code")) or _str_or_none(err.get("type"))
-        elif isinstance(err, str):
-            message = err
-        if message is None:
-            message = _str_or_none(body.get("message"))  # Cortex, project threads
-        detail = body.get("detail")
-        if isinstance(detail, str):  # FastAPI / LangGraph, problem+json
-            title = body.get("title")
-            message = message or (f"{title}: {detail}" if isinstance(title, str) else detail)
-        elif isinstance(detail, list):  # FastAPI validation errors
-            for item in detail:
-                if isinstance(item, dict):
-                    loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
-                    fields.setdefault(loc or "body", []).append(str(item.get("msg", item)))
-            message = message or "; ".join(f"{k}: {', '.join(v)}" for k, v in fields.items())
-        errors = body.get("errors")
-        if isinstance(errors, dict):  # ASP.NET ProblemDetails
-            for name, msgs in errors.items():
-                fields[str(name)] = [str(m) for m in (msgs if isinstance(msgs, list) else [msgs])]
-            message = message or _str_or_none(body.get("title"))
-            if fields:
-                message = f"{message or 'invalid request'} ({_fields_text(fields)})"
-        if message is None and isinstance(body.get("title"), str):
-            message = body["title"]
-    elif isinstance(body, str):
-        message = body
-    return message, code, fields
-
-
-def _fields_text(fields: Mapping[str, list[str]]) -> str:
-    return "; ".join(f"{k}: {', '.join(v)}" for k, v in fields.items())
-
-
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-_STATUS_CLASSES: dict[int, type[ApiError]] = {
-    400: BadRequest,
-    401: Unauthorized,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-    422: BadRequest,
-    429: RateLimited,
-}
-
-_HINTS: dict[type[ApiError], str] = {
-    Unauthorized: "check the api_key / token of the credentials block",
-    Forbidden: "the credentials are not allowed to do this; check their scope or project",
-    NotFound: "check the id and the base_url",
-    RateLimited: "lower max_concurrency or wait for the quota to reset",
-    ServerError: "the server or a proxy in front of it failed; retry later",
-}
-
-
-def error_from_response(
-    response: httpx.Response,
-    *,
-    backend: str,
-    action: str,
-    secrets: Iterable[str] = (),
-) -> ApiError:
-    """Build the :class:`ApiError` subclass that describes an error response.
-
-    Never raises on an unusual body: a non-JSON body (an HTML 502 page from a proxy) is
-    reported by a short snippet.
-
-    Args:
-        response: The error response (its body must have been read).
-        backend: Backend name, first word of the message.
-        action: What was being done, e.g. ``"get run run_1 on thread t_1"``.
-        secrets: Values to redact from the message.
-    """
-    secrets = list(secrets)
-    status = response.status_code
-    text = response.text
-    body: Any = None
-    is_json = False
-    if text.strip():
-        try:
-            body = json.loads(text)
-            is_json = True
-        except ValueError:
-            body = None
-    message, code, fields = _server_message(body) if is_json else (None, None, {})
-    cls = _STATUS_CLASSES.get(status) or (ServerError if status >= 500 else ApiError)
-    if not is_json and text.strip() and 200 <= status < 300:
-        cls = ServerError
-    said = (
-        message
-        if message
-        else (f"non-JSON body: {_snippet(text, secrets)}" if text.strip() else "empty body")
-    )
-    request_id = response.headers.get("x-request-id") or response.headers.get("x-correlation-id")
-    parts = [f"{backend}: {action} failed: HTTP {status} {response.reason_phrase}".rstrip()]
-    parts.append(f": {said}")
-    if request_id:
-        parts.append(f" (request id {request_id})")
-    hint = _HINTS.get(cls)
-    if hint:
-        parts.append(f". {hint}")
-    text_message = redact("".join(parts), secrets)
-    kwargs: dict[str, Any] = {
-        "status_code": status,
-        "code": code,
-        "request_id": request_id,
-        "backend": backend,
-        "body_snippet": _snippet(text, secrets) if text else None,
-    }
-    if cls is BadRequest:
-        return BadRequest(text_message, field_errors=fields, **kwargs)
-    if cls is RateLimited:
-        return RateLimited(text_message, retry_after=parse_retry_after(response.headers), **kwargs)
-    return cls(text_message, **kwargs)
-
-
 class _RetryableError(Exception):
     """Internal: carries a retryable failure through tenacity."""
 
@@ -307,9 +132,7 @@ class _wait_hint_or_backoff(wait_base):
 
     def __init__(self, policy: RetryPolicy) -> None:
         self.policy = policy
-        self.backoff = wait_random_exponential(
-            multiplier=policy.initial_backoff_seconds, max=policy.max_backoff_seconds
-        )
+        self.backoff = Backoff(policy.initial_backoff_seconds, policy.max_backoff_seconds)
 
     def __call__(self, retry_state: RetryCallState) -> float:
         outcome = retry_state.outcome
@@ -333,7 +156,7 @@ def _response_is_retryable(response: httpx.Response, mode: RetryMode) -> bool:
         return False
     if mode is RetryMode.CREATE:
         return response.status_code == 429 or should == "true"
-    return should == "true" or response.status_code in RETRYABLE_STATUS
+    return should == "true" or is_transient_status(response.status_code)
 
 
 class Transport:
@@ -353,6 +176,8 @@ class Transport:
         http_client: Use this ``httpx.AsyncClient`` instead of building one (tests, respx).
         error_hook: Called with each :class:`ApiError` before it is raised; may return a
             replacement (e.g. "the Assistants API was retired here").
+        error_parser: Reads the server's error bodies (default
+            :func:`~prefect_agent_runs.responses.parse_error_body`).
         limiter: A shared limit taken around each request and each stream (after the
             local ``max_concurrency`` slot); settable later as ``transport.limiter``.
     """
@@ -372,6 +197,7 @@ class Transport:
         sleep: Sleep | None = None,
         http_client: httpx.AsyncClient | None = None,
         error_hook: Callable[[ApiError], ApiError] | None = None,
+        error_parser: ErrorParser | None = None,
         limiter: Limiter | None = None,
     ) -> None:
         self.backend = backend
@@ -382,6 +208,7 @@ class Transport:
         self.request_timeout_seconds = request_timeout_seconds
         self._sleep: Sleep = sleep or asyncio.sleep
         self._error_hook = error_hook
+        self.error_parser: ErrorParser = error_parser or parse_error_body
         self.stats = TransportStats()
         self.max_concurrency = max_concurrency
         self._slots: asyncio.Semaphore | None = None
@@ -424,7 +251,11 @@ class Transport:
 
     def _raise_api_error(self, response: httpx.Response, action: str) -> ApiError:
         error = error_from_response(
-            response, backend=self.backend, action=action, secrets=self.secrets
+            response,
+            backend=self.backend,
+            action=action,
+            secrets=self.secrets,
+            parser=self.error_parser,
         )
         if self._error_hook is not None:
             error = self._error_hook(error)
@@ -609,10 +440,10 @@ class Transport:
         except ValueError:
             raise ServerError(
                 f"{self.backend}: {action}: HTTP {response.status_code} answered a body that is "
-                f"not JSON: {_snippet(text, self.secrets)}",
+                f"not JSON: {snippet(text, self.secrets)}",
                 status_code=response.status_code,
                 backend=self.backend,
-                body_snippet=_snippet(text, self.secrets),
+                body_snippet=snippet(text, self.secrets),
             ) from None
 
     @contextlib.asynccontextmanager

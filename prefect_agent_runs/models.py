@@ -83,25 +83,7 @@ _TERMINAL = frozenset(
 )
 
 STATUS_MAPS: dict[str, dict[str, RunStatus]] = {
-    "openai_assistants": {
-        "queued": RunStatus.QUEUED,
-        "in_progress": RunStatus.RUNNING,
-        "requires_action": RunStatus.REQUIRES_ACTION,
-        "cancelling": RunStatus.CANCELLING,
-        "completed": RunStatus.COMPLETED,
-        "failed": RunStatus.FAILED,
-        "cancelled": RunStatus.CANCELLED,
-        "expired": RunStatus.EXPIRED,
-        "incomplete": RunStatus.INCOMPLETE,
-    },
-    "langgraph": {
-        "pending": RunStatus.QUEUED,
-        "running": RunStatus.RUNNING,
-        "success": RunStatus.COMPLETED,
-        "error": RunStatus.FAILED,
-        "interrupted": RunStatus.INTERRUPTED,
-        "timeout": RunStatus.TIMED_OUT,
-    },
+    # Planned backend: its package registers this map itself when it lands.
     "project_threads": {
         "queued": RunStatus.QUEUED,
         "in_progress": RunStatus.RUNNING,
@@ -110,14 +92,18 @@ STATUS_MAPS: dict[str, dict[str, RunStatus]] = {
         "expired": RunStatus.EXPIRED,
     },
 }
-"""Server status string to :class:`RunStatus`, per backend (DESIGN.md's table)."""
+"""Server status string to :class:`RunStatus`, per backend (DESIGN.md's table).
+
+Filled by the backend registry (:func:`prefect_agent_runs.backends.registry.register`):
+each backend's client declares its ``status_map``.
+"""
 
 
 def normalize_status(backend: str, raw_status: str | None) -> RunStatus:
     """Map a server's status string to a :class:`RunStatus` (UNKNOWN when unknown).
 
     Args:
-        backend: The backend name, a key of :data:`STATUS_MAPS`.
+        backend: The backend name, a key of :data:`STATUS_MAPS` (a registered backend).
         raw_status: The status string the server sent.
 
     Returns:

@@ -4,11 +4,13 @@ A backend gives the engine one *observation step*: a poll (``GET`` the run) or a
 poll / server push (LangGraph ``join``). The engine repeats it, composed from tenacity
 strategies like the transport's retries:
 
-* ``retry``: while the run is not terminal, and through transient errors (a proxy's
-  502, a dropped connection): a flaky API never fails the wait while the remote run
+* ``retry``: while the run is not terminal, and through transient errors
+  (:func:`prefect_agent_runs.transient.is_transient`: a proxy's 502, a dropped
+  connection): a flaky API never fails the wait while the remote run
   carries on; ``max_poll_errors`` consecutive errors do.
-* ``wait``: the server's hint (``openai-poll-after-ms``) when it sent one, else jittered
-  exponential backoff from ``poll_interval_seconds`` to ``max_poll_interval_seconds``;
+* ``wait``: the server's hint (``openai-poll-after-ms``) when it sent one, else the
+  shared :class:`~prefect_agent_runs.transient.Backoff` from ``poll_interval_seconds``
+  to ``max_poll_interval_seconds``;
   never past the deadline.
 * ``stop``: a monotonic deadline, ``timeout_seconds`` from the start of the wait, read
   from an injectable clock (tests never sleep).
@@ -38,7 +40,6 @@ from tenacity.wait import wait_base
 
 from prefect_agent_runs.errors import (
     AgentRunsError,
-    ApiError,
     RateLimited,
     RunCancelled,
     RunError,
@@ -46,16 +47,16 @@ from prefect_agent_runs.errors import (
     RunFailed,
     RunRequiresAction,
     RunTimedOut,
-    ServerError,
-    TransportError,
 )
 from prefect_agent_runs.models import Run, RunStatus
+from prefect_agent_runs.transient import Backoff, is_transient
 
 __all__ = [
     "Clock",
     "Observation",
     "PollPolicy",
     "Sleep",
+    "Step",
     "cancel_quietly",
     "is_transient",
     "raise_for_outcome",
@@ -126,13 +127,6 @@ Step = Callable[[float | None], Awaitable[Observation]]
 """An observation step; its argument is the seconds left before the deadline (or None)."""
 
 
-def is_transient(exc: BaseException) -> bool:
-    """True for errors a wait should ride out: transport errors, 429, 5xx."""
-    return isinstance(exc, (TransportError, RateLimited, ServerError)) or (
-        isinstance(exc, ApiError) and exc.status_code in (408, 409)
-    )
-
-
 class _Deadline:
     def __init__(self, timeout_seconds: float | None, clock: Clock) -> None:
         self.clock = clock
@@ -181,7 +175,13 @@ class _wait_hint_or_backoff(wait_base):
     def __init__(self, policy: PollPolicy, deadline: _Deadline, rng: random.Random) -> None:
         self.policy = policy
         self.deadline = deadline
-        self.rng = rng
+        self.backoff = Backoff(
+            policy.poll_interval_seconds,
+            policy.max_poll_interval_seconds,
+            multiplier=policy.backoff_multiplier,
+            jitter=policy.jitter,
+            rng=rng,
+        )
 
     def __call__(self, retry_state: RetryCallState) -> float:
         policy = self.policy
@@ -196,10 +196,7 @@ class _wait_hint_or_backoff(wait_base):
             if isinstance(exc, RateLimited) and exc.retry_after is not None:
                 delay = min(exc.retry_after, policy.max_poll_interval_seconds * 4)
         if delay is None:
-            n = retry_state.attempt_number - 1
-            base = policy.poll_interval_seconds * (policy.backoff_multiplier**n)
-            base = min(base, policy.max_poll_interval_seconds)
-            delay = base * (1.0 - policy.jitter * self.rng.random())
+            delay = self.backoff(retry_state)
         remaining = self.deadline.remaining()
         return delay if remaining is None else min(delay, remaining)
 

@@ -1,26 +1,41 @@
-"""The ``RunsClient`` protocol every backend implements, its ``Page`` and a base class.
+"""The ``RunsClient`` protocol every backend implements, and the base class of the clients.
 
 A backend is an async client over one :class:`~prefect_agent_runs.http.Transport`. It
 knows its wire protocol and nothing of Prefect. What is common to every backend lives
-here: waiting (through :mod:`prefect_agent_runs.waiting`), concurrent ``create_runs``,
-``NotSupported`` for capabilities a platform lacks, and the batch-metadata helpers.
+here and in the shared parts next to this module:
+
+* :mod:`.create`: the duplicate-safe create skeleton (:meth:`BaseRunsClient.create_reconciled_run`);
+* :mod:`.paging`: ``Page`` / ``PageRequest`` and one pager per paging format;
+* :mod:`.sse`: the resumable SSE reader;
+* :mod:`.steps`: the wait steps (poll, join, event stream) for :meth:`BaseRunsClient._wait`;
+* :mod:`.paths`: ids checked and percent-encoded into paths (:meth:`BaseRunsClient.segment`);
+* :mod:`.registry`: name -> backend, read by the CLI, the blocks and the flows.
+
+A client class declares what its backend is: ``backend`` (its name), ``capabilities``
+(the optional operations it has; the only way to ask), ``status_map`` (server status
+words) and ``error_parser`` (its error bodies, when the shared parser cannot read them).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
-from typing import Any, ClassVar, Generic, ParamSpec, Protocol, TypeVar, runtime_checkable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
-from prefect_agent_runs.errors import NotSupported, ValidationError
-from prefect_agent_runs.http import Transport
+from prefect_agent_runs.backends.create import create_reconciled
+from prefect_agent_runs.backends.paging import Page, PageRequest, paged
+from prefect_agent_runs.backends.paths import path_segment, require_id
+from prefect_agent_runs.backends.sse import RunEvent
+from prefect_agent_runs.errors import BadRequest, NotSupported
+from prefect_agent_runs.http import ErrorParser, RetryMode, Transport
 from prefect_agent_runs.models import (
     METADATA_BATCH_KEY,
     METADATA_ITEM_KEY,
     Run,
     RunRequest,
+    RunStatus,
     ThreadResult,
 )
 from prefect_agent_runs.waiting import Clock, Observation, PollPolicy, Sleep, wait_for_terminal
@@ -33,11 +48,14 @@ __all__ = [
     "RunEvent",
     "RunsClient",
     "ToolHandler",
+    "batch_tags",
+    "derived_thread_id",
     "paged",
 ]
 
+logger = logging.getLogger("prefect_agent_runs.backends")
+
 T = TypeVar("T")
-P = ParamSpec("P")
 
 ToolHandler = Callable[[dict[str, Any]], Awaitable[str] | str]
 """Turns one tool call (the server's JSON) into its output string."""
@@ -53,122 +71,9 @@ class Capability:
     NATIVE_BATCH = "native_batch_create"
     TOOL_OUTPUTS = "submit_tool_outputs"
     FIND_BY_KEY = "find_by_key"
-
-
-class RunEvent(dict[str, Any]):
-    """One event of a run's stream: ``event``, ``data`` and ``id`` (when the server sent one)."""
-
-    @property
-    def event(self) -> str:
-        """The event name."""
-        return str(self.get("event", ""))
-
-    @property
-    def id(self) -> str | None:
-        """The event id, used to resume a stream (``Last-Event-ID``)."""
-        value = self.get("id")
-        return str(value) if value not in (None, "") else None
-
-    @property
-    def data(self) -> Any:
-        """The decoded data."""
-        return self.get("data")
-
-
-class Page(Generic[T]):
-    """One page of a list; async-iterable over every item of every following page.
-
-    Args:
-        items: The items of this page.
-        fetch_next: Fetches the next page, or None when this is the last one.
-    """
-
-    def __init__(
-        self,
-        items: Sequence[T],
-        fetch_next: Callable[[], Awaitable[Page[T]]] | None,
-    ) -> None:
-        self.items: list[T] = list(items)
-        self._fetch_next = fetch_next
-
-    def __repr__(self) -> str:
-        return f"Page(items={len(self.items)}, has_next_page={self.has_next_page()})"
-
-    def has_next_page(self) -> bool:
-        """True when another page may follow."""
-        return self._fetch_next is not None
-
-    async def next_page(self) -> Page[T]:
-        """Fetch the next page (the seed's ``next()``).
-
-        Raises:
-            StopAsyncIteration: There is no next page.
-        """
-        if self._fetch_next is None:
-            raise StopAsyncIteration("no next page")
-        return await self._fetch_next()
-
-    async def iter_pages(self) -> AsyncIterator[Page[T]]:
-        """This page, then each following page."""
-        page: Page[T] = self
-        while True:
-            yield page
-            if not page.has_next_page():
-                return
-            page = await page.next_page()
-
-    async def __aiter__(self) -> AsyncIterator[T]:
-        async for page in self.iter_pages():
-            for item in page.items:
-                yield item
-
-    async def get_all(self, *, max_items: int | None = None) -> list[T]:
-        """Every item from this page on (the seed's ``getAll()``).
-
-        Args:
-            max_items: Stop after this many items.
-        """
-        out: list[T] = []
-        async for item in self:
-            out.append(item)
-            if max_items is not None and len(out) >= max_items:
-                break
-        return out
-
-
-class PageRequest(Generic[T]):
-    """A list call not yet sent: ``await`` it for the first :class:`Page`, or iterate it.
-
-    Like the seeds' ``PagePromise``: ``async for run in client.list_runs(...)`` walks every
-    page, ``await client.list_runs(...)`` gives the first page, and
-    ``await client.list_runs(...).get_all()`` reads them all.
-    """
-
-    def __init__(self, fetch_first: Callable[[], Awaitable[Page[T]]]) -> None:
-        self._fetch_first = fetch_first
-
-    def __await__(self) -> Generator[Any, None, Page[T]]:
-        return self._fetch_first().__await__()
-
-    async def __aiter__(self) -> AsyncIterator[T]:
-        page = await self._fetch_first()
-        async for item in page:
-            yield item
-
-    async def get_all(self, *, max_items: int | None = None) -> list[T]:
-        """Every item of every page (see :meth:`Page.get_all`)."""
-        page = await self._fetch_first()
-        return await page.get_all(max_items=max_items)
-
-
-def paged(fn: Callable[P, Awaitable[Page[T]]]) -> Callable[P, PageRequest[T]]:
-    """Turn ``async def list_x(...) -> Page`` into ``def list_x(...) -> PageRequest``."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> PageRequest[T]:
-        return PageRequest(lambda: fn(*args, **kwargs))
-
-    return wrapper
+    FIND_BATCH_RUNS = "find_batch_runs"
+    CANCEL = "cancel_run"
+    LIST_RUNS = "list_runs"
 
 
 @runtime_checkable
@@ -244,6 +149,10 @@ class BaseRunsClient:
 
     backend: ClassVar[str] = "base"
     capabilities: ClassVar[frozenset[str]] = frozenset()
+    status_map: ClassVar[Mapping[str, RunStatus]] = {}
+    """Server status word (lowercase) -> normalized status; a word not here is UNKNOWN."""
+    error_parser: ClassVar[ErrorParser | None] = None
+    """Reads this server's error bodies (None: the shared parser)."""
 
     def __init__(
         self,
@@ -281,15 +190,92 @@ class BaseRunsClient:
         )
 
     def _check_id(self, value: str | None, what: str) -> str:
-        if not value or not isinstance(value, str):
-            raise ValidationError(f"{self.backend}: {what} is required", backend=self.backend)
-        if "/" in value or "?" in value or "#" in value or value.strip() != value:
-            raise ValidationError(
-                f"{self.backend}: {what} {value!r} is not a valid id (it contains '/', '?', "
-                "'#' or surrounding spaces)",
-                backend=self.backend,
-            )
-        return value
+        """``value`` checked as an id (see :func:`~.paths.require_id`), unchanged."""
+        return require_id(value, backend=self.backend, field=what)
+
+    def segment(self, value: str | None, what: str) -> str:
+        """``value`` checked as an id and percent-encoded for a path (see :mod:`.paths`).
+
+        Args:
+            value: The id.
+            what: Which id, for the message (``"thread_id"``).
+        """
+        return path_segment(value, backend=self.backend, field=what)
+
+    @classmethod
+    def normalize(cls, raw_status: str | None) -> RunStatus:
+        """The normalized status of a server status word (UNKNOWN when unknown).
+
+        Args:
+            raw_status: The server's word.
+        """
+        if not isinstance(raw_status, str):
+            return RunStatus.UNKNOWN
+        return cls.status_map.get(raw_status.lower(), RunStatus.UNKNOWN)
+
+    def has(self, capability: str) -> bool:
+        """True when this backend has the optional operation ``capability``.
+
+        Args:
+            capability: A :class:`Capability` name.
+        """
+        return capability in self.capabilities
+
+    def to_run(self, raw: Any) -> Run:
+        """Normalize the server's JSON for one run (implemented by each backend)."""
+        raise self._unsupported("to_run")
+
+    def create_action(self, request: RunRequest, thread_id: str | None) -> str:
+        """How a create is named in messages: assistant, thread and item key."""
+        action = f"create run of assistant {request.assistant_id!r}"
+        if thread_id:
+            action += f" on thread {thread_id}"
+        if request.key:
+            action += f" (key {request.key!r})"
+        return action
+
+    async def create_reconciled_run(
+        self,
+        path: str,
+        payload: Any,
+        *,
+        action: str,
+        lookup: Callable[[], Awaitable[Run | None]],
+        on_bad_request: Callable[[BadRequest], Awaitable[Run]] | None = None,
+        convert: Callable[[Any], Run] | None = None,
+    ) -> Run:
+        """The create skeleton: POST ``payload`` once, reconcile by ``lookup`` if ambiguous.
+
+        Args:
+            path: Where to POST (ids already encoded).
+            payload: The JSON body (with the create id in its metadata, for ``lookup``).
+            action: The create's name in messages (:meth:`create_action`).
+            lookup: Finds the run this create made (:func:`~.create.first_match`).
+            on_bad_request: Called with a 400 instead of raising it (adopt an active run).
+            convert: Turns the answer into a run (default :meth:`to_run`).
+
+        Returns:
+            The run created (or adopted).
+        """
+        to_run = convert or self.to_run
+
+        async def send() -> Run:
+            try:
+                body = await self.transport.request_json(
+                    "POST", path, action=action, mode=RetryMode.CREATE, json=payload
+                )
+            except BadRequest as exc:
+                if on_bad_request is None:
+                    raise
+                return await on_bad_request(exc)
+            return to_run(body)
+
+        run = await create_reconciled(
+            send, lookup, backend=self.backend, action=action, **self._create_kwargs()
+        )
+        if logger.isEnabledFor(logging.DEBUG):  # one line per create: DEBUG (O(1) INFO per batch)
+            logger.debug("%s: created %s", self.backend, run.describe())
+        return run
 
     @staticmethod
     def batch_metadata(request: RunRequest) -> dict[str, Any]:
@@ -416,6 +402,11 @@ class BaseRunsClient:
     async def ingest_events(self, run_id: str, events: Sequence[Mapping[str, Any]]) -> Any:
         """Send events into a run's log (capability ``ingest_events``)."""
         raise self._unsupported("ingest_events")
+
+    async def find_batch_runs(self, batch_key: str) -> list[Run]:
+        """Every run tagged with ``batch_key``, found on the server (capability
+        ``find_batch_runs``)."""
+        raise self._unsupported("find_batch_runs")
 
     async def join(self, run: Run) -> Any:
         """Block until the run ends, server side (capability ``join``)."""

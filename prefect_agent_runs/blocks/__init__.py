@@ -1,6 +1,12 @@
-"""Prefect blocks: credentials per backend, and ``AgentRunJob`` (a saved run to trigger)."""
+"""Prefect blocks: credentials per backend, and ``AgentRunJob`` (a saved run to trigger).
+
+:func:`credentials_class` gives any registered backend's credentials block; a block
+built from a backend's settings is also importable from here by its name.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from prefect_agent_runs.blocks.credentials import (
     AgentRunsCredentials,
@@ -8,6 +14,7 @@ from prefect_agent_runs.blocks.credentials import (
     LangGraphCredentials,
     ProjectThreadsCredentials,
     WorkflowRunsCredentials,
+    credentials_class,
 )
 from prefect_agent_runs.blocks.job import AgentRun, AgentRunJob
 
@@ -19,4 +26,15 @@ __all__ = [
     "LangGraphCredentials",
     "ProjectThreadsCredentials",
     "WorkflowRunsCredentials",
+    "credentials_class",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``from prefect_agent_runs.blocks import XCredentials`` for a registered backend's block."""
+    from prefect_agent_runs.backends import registry
+
+    for spec in registry.specs():
+        if spec.credentials_block == name:
+            return credentials_class(spec.name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

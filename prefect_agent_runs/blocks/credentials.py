@@ -2,16 +2,25 @@
 
 Every block has the same shape: ``base_url``, a ``SecretStr`` secret, request timeout,
 transport retries and concurrency, and ``get_client()`` that builds the backend's
-``RunsClient``. Secrets never appear in a repr, a log line or an error.
+``RunsClient`` through the backend registry. Secrets never appear in a repr, a log line
+or an error.
+
+A backend's block is found with :func:`credentials_class`: the block class written
+here for it, or else one built from the backend's ``settings`` model (backends declare
+their credentials as plain pydantic models, so that they never import Prefect).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any, ClassVar
 
 from prefect.blocks.abstract import CredentialsBlock
-from pydantic import Field, HttpUrl, SecretStr
+from prefect.blocks.core import InvalidBlockRegistration
+from prefect.blocks.core import schema_extra as _prefect_schema_extra
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr
 
+from prefect_agent_runs.backends import registry
 from prefect_agent_runs.backends.base import BaseRunsClient
 from prefect_agent_runs.errors import NotSupported
 
@@ -21,17 +30,62 @@ __all__ = [
     "LangGraphCredentials",
     "ProjectThreadsCredentials",
     "WorkflowRunsCredentials",
+    "credentials_class",
 ]
 
-_LOGO = "https://images.ctfassets.net/gm98wzqotmnx/08yCE6xpJMX9Kjl5VArDS/c2ede674c20f90b9b6edeab71feffac9/prefect-logo-mark-solid-white-500.png?h=250"
 _DOCS = "https://github.com/prefect-agent-runs/prefect-agent-runs#readme"
+_LOGOS = "https://raw.githubusercontent.com/prefect-agent-runs/prefect-agent-runs/main/prefect_agent_runs/blocks/logos"
+"""Where the block logos shipped in the package (``blocks/logos/*.svg``) are published."""
+
+
+def logo_url(name: str) -> HttpUrl:
+    """The published URL of ``prefect_agent_runs/blocks/logos/<name>.svg``."""
+    return HttpUrl(f"{_LOGOS}/{name}.svg")
+
+
+_TITLES = {
+    "api_key": "API key",
+    "token": "Token",
+    "base_url": "Base URL",
+    "api_version": "API version",
+    "client_id": "Client ID",
+    "project_id": "Project ID",
+    "extra_headers": "Extra headers",
+    "request_timeout_seconds": "Request timeout (seconds)",
+    "max_retries": "Max retries",
+    "max_concurrency": "Max concurrency",
+}
+_LIMIT_FIELDS = ("global_concurrency_limit", "global_rate_limit")
+
+
+def _credentials_schema_extra(schema: dict[str, Any], model: type[Any]) -> None:
+    """Prefect's block schema, with readable titles and the secrets first, then ``base_url``
+    (the UI shows the fields in this order)."""
+    _prefect_schema_extra(schema, model)
+    properties: dict[str, Any] = schema.get("properties", {})
+    for name, prop in properties.items():
+        if name in _TITLES:
+            prop["title"] = _TITLES[name]
+    secrets = [n for n in properties if n in set(schema.get("secret_fields", []))]
+    first = [*secrets, *(["base_url"] if "base_url" in properties else [])]
+    schema["properties"] = {
+        **{n: properties[n] for n in first},
+        **{n: p for n, p in properties.items() if n not in first},
+    }
 
 
 class AgentRunsCredentials(CredentialsBlock):
-    """Fields and behaviour shared by the credentials blocks of every backend."""
+    """Fields and behaviour shared by the credentials blocks of every backend.
+
+    ``AgentRunJob.credentials`` is typed with this class (any backend's block), so Prefect
+    registers it as a block type too. A backend's own block is registered only once the
+    backend is built: see :meth:`register_type_and_schema`.
+    """
+
+    model_config = ConfigDict(json_schema_extra=_credentials_schema_extra)
 
     _documentation_url: ClassVar[HttpUrl | None] = HttpUrl(_DOCS)
-    _logo_url: ClassVar[HttpUrl | None] = HttpUrl(_LOGO)
+    _logo_url: ClassVar[HttpUrl | None] = None
     backend: ClassVar[str] = ""
 
     base_url: str = Field(default="", description="The API root of the backend.")
@@ -57,25 +111,34 @@ class AgentRunsCredentials(CredentialsBlock):
         "to the platform takes one slot (requests per unit of time, across every flow run).",
     )
 
-    def _with_limits(self, client: BaseRunsClient) -> BaseRunsClient:
-        """Give the client's transport the block's global limits (docs: rate limits)."""
-        from prefect_agent_runs.blocks.limits import global_limiter
+    @classmethod
+    def register_type_and_schema(cls, client: Any = None) -> Any:
+        """Register the block type with Prefect, once its backend is built.
 
-        limiter = global_limiter(
-            concurrency_limit=self.global_concurrency_limit, rate_limit=self.global_rate_limit
-        )
-        if limiter is not None:
-            client.transport.limiter = limiter
-        return client
+        Raises:
+            InvalidBlockRegistration: The backend is not registered (not built yet), so the
+                block would not work: ``prefect block register`` skips it.
+        """
+        if cls.backend and cls.backend not in registry.names():
+            raise InvalidBlockRegistration(
+                f"{cls.__name__}: the {cls.backend} backend is not built; its block type "
+                "is not offered"
+            )
+        return super().register_type_and_schema(client)  # type: ignore[call-arg]
 
-    def _client_kwargs(self, overrides: dict[str, Any]) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "request_timeout_seconds": self.request_timeout_seconds,
-            "max_retries": self.max_retries,
-            "max_concurrency": self.max_concurrency,
-        }
-        kwargs.update(overrides)
-        return kwargs
+    def client_values(self) -> dict[str, Any]:
+        """The block's fields as the backend's client takes them (secrets unwrapped).
+
+        Returns:
+            Every field's value; a ``SecretStr`` becomes its plain string.
+        """
+        values: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            if name in _LIMIT_FIELDS:  # taken by the transport's limiter, not the client
+                continue
+            value = getattr(self, name)
+            values[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return values
 
     def get_client(self, **overrides: Any) -> BaseRunsClient:
         """Build the backend's async client (close it with ``await client.aclose()``).
@@ -83,13 +146,28 @@ class AgentRunsCredentials(CredentialsBlock):
         Args:
             **overrides: Client arguments that replace the block's (``max_concurrency``,
                 ``policy``, ``http_client``...).
+
+        Raises:
+            NotSupported: The backend is not built (not registered).
         """
-        raise NotSupported(
-            f"{type(self).__name__}: the {self.backend or 'this'} backend is not built yet; "
-            "it is planned (see the README's roadmap). Use LangGraphCredentials or "
-            "AssistantsCredentials.",
-            backend=self.backend or None,
+        try:
+            spec = registry.get(self.backend)
+        except NotSupported:
+            raise NotSupported(
+                f"{type(self).__name__}: the {self.backend or 'this'} backend is not built "
+                "yet; it is planned (see the README's roadmap). Use LangGraphCredentials or "
+                "AssistantsCredentials.",
+                backend=self.backend or None,
+            ) from None
+        client = spec.build_client(self.client_values(), **overrides)
+        from prefect_agent_runs.blocks.limits import global_limiter
+
+        limiter = global_limiter(
+            concurrency_limit=self.global_concurrency_limit, rate_limit=self.global_rate_limit
         )
+        if limiter is not None:  # docs: "Rate limits across flow runs"
+            client.transport.limiter = limiter
+        return client
 
 
 class LangGraphCredentials(AgentRunsCredentials):
@@ -112,6 +190,7 @@ class LangGraphCredentials(AgentRunsCredentials):
     """
 
     _block_type_name: ClassVar[str | None] = "LangGraph Credentials"
+    _logo_url: ClassVar[HttpUrl | None] = logo_url("langgraph")
     _description: ClassVar[str | None] = (
         "Credentials and address of a LangGraph Platform deployment or Agent Server."
     )
@@ -125,15 +204,6 @@ class LangGraphCredentials(AgentRunsCredentials):
     api_key: SecretStr | None = Field(
         default=None, description="The API key sent as `x-api-key`; empty for a local server."
     )
-
-    def get_client(self, **overrides: Any) -> BaseRunsClient:
-        """Build a :class:`~prefect_agent_runs.backends.langgraph.LangGraphClient`."""
-        from prefect_agent_runs.backends.langgraph import LangGraphClient
-
-        api_key = self.api_key.get_secret_value() if self.api_key else None
-        return self._with_limits(
-            LangGraphClient(self.base_url, api_key=api_key, **self._client_kwargs(overrides))
-        )
 
 
 class AssistantsCredentials(AgentRunsCredentials):
@@ -161,6 +231,7 @@ class AssistantsCredentials(AgentRunsCredentials):
     """
 
     _block_type_name: ClassVar[str | None] = "Assistants Credentials"
+    _logo_url: ClassVar[HttpUrl | None] = logo_url("openai_assistants")
     _description: ClassVar[str | None] = (
         "Credentials for an OpenAI-compatible Assistants API v2 (Azure OpenAI, Cortex)."
     )
@@ -179,22 +250,6 @@ class AssistantsCredentials(AgentRunsCredentials):
     extra_headers: dict[str, str] = Field(
         default_factory=dict, description="Headers added to every request."
     )
-
-    def get_client(self, **overrides: Any) -> BaseRunsClient:
-        """Build an :class:`~prefect_agent_runs.backends.openai_assistants.AssistantsClient`."""
-        from prefect_agent_runs.backends.openai_assistants import AssistantsClient
-
-        return self._with_limits(
-            AssistantsClient(
-                self.base_url,
-                api_key=self.api_key.get_secret_value() if self.api_key else None,
-                organization=self.organization,
-                project=self.project,
-                api_version=self.api_version,
-                headers=self.extra_headers,
-                **self._client_kwargs(overrides),
-            )
-        )
 
 
 class WorkflowRunsCredentials(AgentRunsCredentials):
@@ -216,6 +271,7 @@ class WorkflowRunsCredentials(AgentRunsCredentials):
     """
 
     _block_type_name: ClassVar[str | None] = "Workflow Runs Credentials"
+    _logo_url: ClassVar[HttpUrl | None] = logo_url("workflow_runs")
     _description: ClassVar[str | None] = (
         "Credentials for a Linkage-style workflow-runs API with an event log."
     )
@@ -245,6 +301,7 @@ class ProjectThreadsCredentials(AgentRunsCredentials):
     """
 
     _block_type_name: ClassVar[str | None] = "Project Threads Credentials"
+    _logo_url: ClassVar[HttpUrl | None] = logo_url("project_threads")
     _description: ClassVar[str | None] = (
         "Credentials for a project thread-runs API authenticated with a JWT."
     )
@@ -253,3 +310,63 @@ class ProjectThreadsCredentials(AgentRunsCredentials):
     base_url: str = Field(default="http://localhost:5000", description="The API root.")
     token: SecretStr | None = Field(default=None, description="The JWT bearer token.")
     project_id: str | None = Field(default=None, description="The project id.")
+
+
+_generated: dict[str, type[AgentRunsCredentials]] = {}
+_generated_lock = threading.Lock()
+
+
+def _written_for(backend: str) -> type[AgentRunsCredentials] | None:
+    """The block class written (not generated) for ``backend``, if any."""
+    pending: list[type[AgentRunsCredentials]] = [AgentRunsCredentials]
+    while pending:
+        cls = pending.pop()
+        if cls.backend == backend and cls not in _generated.values():
+            return cls
+        pending.extend(cls.__subclasses__())
+    return None
+
+
+def credentials_class(backend: str) -> type[AgentRunsCredentials]:
+    """The credentials block class of a registered backend.
+
+    The class written for it (``LangGraphCredentials``...) when there is one; otherwise a
+    block built once from the backend's ``settings`` model, named after its
+    ``credentials_block`` (and registered with Prefect like any block).
+
+    Args:
+        backend: The backend's name.
+
+    Raises:
+        NotSupported: No such backend, or it declares no ``settings``.
+    """
+    written = _written_for(backend)
+    if written is not None:
+        return written
+    spec = registry.get(backend)
+    with _generated_lock:
+        cls = _generated.get(backend)
+        if cls is None:
+            cls = _build_block(spec)
+            _generated[backend] = cls
+    return cls
+
+
+def _build_block(spec: registry.BackendSpec) -> type[AgentRunsCredentials]:
+    settings: type[BaseModel] | None = spec.settings
+    if settings is None:
+        raise NotSupported(
+            f"{spec.name}: the backend declares no credentials settings, so it has no "
+            "credentials block",
+            backend=spec.name,
+        )
+    namespace: dict[str, Any] = {
+        "__module__": __name__,
+        "__qualname__": spec.credentials_block,
+        "__doc__": settings.__doc__ or f"Credentials of the {spec.name} backend.",
+        "_block_type_name": spec.block_type_name,
+        "_description": spec.description or f"Credentials of the {spec.name} backend.",
+        "backend": spec.name,
+    }
+    # the backend's fields first in the MRO, so that they win over the shared defaults
+    return type(spec.credentials_block, (settings, AgentRunsCredentials), namespace)

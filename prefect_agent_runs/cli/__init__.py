@@ -40,9 +40,7 @@ from prefect_agent_runs.models import BatchFailed, BatchResult, FailOn, RunOutco
 __all__ = ["UsageError", "build_parser", "main"]
 
 PROG = "prefect-agent-runs"
-BACKENDS = ("langgraph", "openai_assistants")
 DEMO_ITEMS = 20
-DEMO_ASSISTANT_ID = "asst_demo"
 _REPLY_WIDTH = 60
 
 
@@ -67,6 +65,10 @@ def _fail_on(value: str) -> FailOn:
     return ratio
 
 
+_OPTION_FLAGS = ("api_version",)
+"""Flags of ``run`` that set a backend-specific credentials field (``BackendSpec.cli_options``)."""
+
+
 def _positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -85,6 +87,20 @@ def _positive_float(value: str) -> float:
     if number <= 0:
         raise argparse.ArgumentTypeError(f"must be more than 0, not {value}")
     return number
+
+
+def _backends() -> list[str]:
+    """The registered backends (the ``--backend`` choices)."""
+    from prefect_agent_runs.backends import registry
+
+    return registry.names()
+
+
+def _demo_backends() -> list[str]:
+    """The registered backends that have a demo."""
+    from prefect_agent_runs.backends import registry
+
+    return [spec.name for spec in registry.specs() if spec.demo is not None]
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -147,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--block", metavar="NAME", help="a saved credentials block of this package, by name"
     )
-    where.add_argument("--backend", choices=BACKENDS, help="the backend to call")
+    where.add_argument("--backend", choices=_backends(), help="the backend to call")
     run.add_argument("--url", metavar="URL", help="the backend's API root (with --backend)")
     run.add_argument(
         "--api-key-env",
@@ -158,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-version",
         metavar="VERSION",
         help="Azure OpenAI API version (openai_assistants; turns on Azure mode)",
+        dest="api_version",
     )
     run.add_argument(
         "--assistant",
@@ -204,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--backend",
-        choices=BACKENDS,
+        choices=_demo_backends(),
         default="openai_assistants",
         help="openai_assistants: the built-in Assistants API emulator (default); "
         "langgraph: the real LangGraph dev server (needs the 'langgraph' extra)",
@@ -338,30 +355,52 @@ def _credentials(args: argparse.Namespace) -> Any:
         if not value:
             raise UsageError(f"the environment variable {args.api_key_env} is not set or empty")
         api_key = SecretStr(value)
-    from prefect_agent_runs.blocks.credentials import AssistantsCredentials, LangGraphCredentials
+    from prefect_agent_runs.backends import registry
+    from prefect_agent_runs.blocks.credentials import credentials_class
 
-    if args.backend == "langgraph":
-        if args.api_version:
-            raise UsageError("--api-version is for --backend openai_assistants only")
-        return LangGraphCredentials(base_url=args.url, api_key=api_key)
-    return AssistantsCredentials(base_url=args.url, api_key=api_key, api_version=args.api_version)
+    spec = registry.get(args.backend)
+    values: dict[str, Any] = {"base_url": args.url}
+    if api_key is not None:
+        values[spec.secret_field] = api_key
+    for flag in _OPTION_FLAGS:
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        field = spec.cli_options.get(flag)
+        if field is None:
+            owners = [s.name for s in registry.specs() if flag in s.cli_options]
+            raise UsageError(
+                f"--{flag.replace('_', '-')} is for --backend {' or '.join(owners)} only"
+            )
+        values[field] = value
+    return credentials_class(args.backend)(**values)
+
+
+def _credentials_classes() -> list[Any]:
+    """Every credentials block class: one per registered backend, then the planned ones."""
+    from prefect_agent_runs.backends import registry
+    from prefect_agent_runs.blocks.credentials import (
+        AgentRunsCredentials,
+        ProjectThreadsCredentials,
+        WorkflowRunsCredentials,
+        credentials_class,
+    )
+
+    classes: list[type[AgentRunsCredentials]] = []
+    for spec in registry.specs():
+        try:
+            classes.append(credentials_class(spec.name))
+        except Exception as exc:  # a backend without settings has no block: skip it
+            logging.getLogger(__name__).debug("no block for %s: %s", spec.name, exc)
+    for planned in (WorkflowRunsCredentials, ProjectThreadsCredentials):
+        if planned not in classes:
+            classes.append(planned)
+    return classes
 
 
 def _load_block(name: str) -> Any:
     """Load a saved credentials block by name, trying each credentials block type."""
-    from prefect_agent_runs.blocks.credentials import (
-        AssistantsCredentials,
-        LangGraphCredentials,
-        ProjectThreadsCredentials,
-        WorkflowRunsCredentials,
-    )
-
-    classes = (
-        LangGraphCredentials,
-        AssistantsCredentials,
-        WorkflowRunsCredentials,
-        ProjectThreadsCredentials,
-    )
+    classes = _credentials_classes()
     for cls in classes:
         try:
             return cls.load(name, validate=True)
@@ -458,73 +497,24 @@ def _print_summary(result: BatchResult, seconds: float, *, batch_key_given: bool
 # -- demo ----------------------------------------------------------------------------------
 
 
-def _demo_seconds(index: int) -> float:
-    """A spread of run lengths (0.2 s to 1.1 s) so that the progress moves visibly."""
-    return round(0.2 + 0.1 * (index % 10), 2)
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     from prefect.settings import PREFECT_API_URL
 
+    from prefect_agent_runs.backends import registry
+    from prefect_agent_runs.blocks.credentials import credentials_class
+
     api = PREFECT_API_URL.value() or "embedded (ephemeral) Prefect server"
-    if args.backend == "langgraph":
-        return _demo_langgraph(args, api)
-    return _demo_assistants(args, api)
-
-
-def _demo_assistants(args: argparse.Namespace, api: str) -> int:
-    from prefect_agent_runs.blocks.credentials import AssistantsCredentials
-    from prefect_agent_runs.testing.assistants import AssistantsEmulator
-
-    with AssistantsEmulator(run_seconds=0.2) as emulator:
-        print(
-            f"demo: {args.items} runs on the built-in Assistants API emulator at "
-            f"{emulator.base_url}; Prefect API: {api}",
-            file=sys.stderr,
-        )
-        credentials = AssistantsCredentials(base_url=emulator.base_url, api_key=SecretStr("demo"))
-        requests = [
-            RunRequest(
-                assistant_id=DEMO_ASSISTANT_ID,
-                key=f"item-{i:03d}",
-                message=f"hello from demo item {i}",
-                metadata={"emulator": json.dumps({"seconds": _demo_seconds(i)})},
-            )
-            for i in range(1, args.items + 1)
-        ]
-        return _demo_finish(args, credentials, requests)
-
-
-def _demo_langgraph(args: argparse.Namespace, api: str) -> int:
-    from prefect_agent_runs.blocks.credentials import LangGraphCredentials
-    from prefect_agent_runs.testing.langgraph_dev import (
-        GRAPH_ID,
-        LangGraphDevServer,
-        find_langgraph_executable,
-    )
-
-    try:
-        find_langgraph_executable()
-    except RuntimeError as exc:
-        raise UsageError(f"demo --backend langgraph: {exc}") from None
-    print("demo: starting the LangGraph dev server (langgraph dev)...", file=sys.stderr)
-    with LangGraphDevServer() as server:
-        print(
-            f"demo: {args.items} runs of the {GRAPH_ID!r} graph on the LangGraph dev server "
-            f"at {server.base_url}; Prefect API: {api}",
-            file=sys.stderr,
-        )
-        credentials = LangGraphCredentials(base_url=server.base_url)
-        requests = [
-            RunRequest(
-                assistant_id=GRAPH_ID,
-                key=f"item-{i:03d}",
-                message=f"hello from demo item {i}",
-                input={"sleep_seconds": _demo_seconds(i)},
-            )
-            for i in range(1, args.items + 1)
-        ]
-        return _demo_finish(args, credentials, requests)
+    spec = registry.get(args.backend)
+    if spec.demo is None:
+        raise UsageError(f"demo --backend {args.backend}: this backend has no demo")
+    with contextlib.ExitStack() as stack:
+        try:
+            demo = stack.enter_context(spec.demo(args.items))
+        except RuntimeError as exc:
+            raise UsageError(f"demo --backend {args.backend}: {exc}") from None
+        print(f"demo: {demo.description}; Prefect API: {api}", file=sys.stderr)
+        credentials = credentials_class(spec.name)(**dict(demo.config))
+        return _demo_finish(args, credentials, list(demo.requests))
 
 
 def _demo_finish(args: argparse.Namespace, credentials: Any, requests: list[RunRequest]) -> int:

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from prefect_agent_runs.backends.base import Capability
 from prefect_agent_runs.blocks.credentials import AgentRunsCredentials
 from prefect_agent_runs.errors import AgentRunsError
 from prefect_agent_runs.flows._ledger import BatchLedger, load_credentials
@@ -64,10 +65,9 @@ async def cancel_batch_runs(
     client: Any = credentials.get_client()
     async with client:
         candidates: dict[str, Run] = {}
-        finder = getattr(client, "find_batch_runs", None)
-        if finder is not None:
+        if client.has(Capability.FIND_BATCH_RUNS):
             try:
-                for run in await finder(batch_key):
+                for run in await client.find_batch_runs(batch_key):
                     candidates[run.id] = run
             except AgentRunsError as exc:
                 logger.error("could not search the runs of batch %r: %s", batch_key, exc)

@@ -32,13 +32,16 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 
+from prefect_agent_runs.backends.registry import Demo
+from prefect_agent_runs.models import RunRequest
+from prefect_agent_runs.testing._demo import demo_seconds
 from prefect_agent_runs.testing._ports import find_free_port
 
-__all__ = ["GRAPH_ID", "LangGraphDevServer", "find_langgraph_executable"]
+__all__ = ["GRAPH_ID", "LangGraphDevServer", "demo", "find_langgraph_executable"]
 
 GRAPH_ID = "echo"
 """The graph id (and default assistant id) of the echo graph on the dev server."""
@@ -300,3 +303,32 @@ class LangGraphDevServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def demo(items: int) -> Iterator[Demo]:
+    """``prefect-agent-runs demo --backend langgraph``: the real dev server and echo items.
+
+    Args:
+        items: How many demo runs.
+
+    Raises:
+        RuntimeError: ``langgraph dev`` is not installed (the ``langgraph`` extra).
+    """
+    find_langgraph_executable()
+    print("demo: starting the LangGraph dev server (langgraph dev)...", file=sys.stderr)
+    with LangGraphDevServer() as server:
+        yield Demo(
+            config={"base_url": server.base_url},
+            requests=[
+                RunRequest(
+                    assistant_id=GRAPH_ID,
+                    key=f"item-{i:03d}",
+                    message=f"hello from demo item {i}",
+                    input={"sleep_seconds": demo_seconds(i)},
+                )
+                for i in range(1, items + 1)
+            ],
+            description=f"{items} runs of the {GRAPH_ID!r} graph on the LangGraph dev server "
+            f"at {server.base_url}",
+        )

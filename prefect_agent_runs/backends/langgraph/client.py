@@ -20,10 +20,8 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
-from urllib.parse import quote
 
 import httpx
-from httpx_sse import EventSource
 
 from prefect_agent_runs.backends.base import (
     BaseRunsClient,
@@ -34,33 +32,43 @@ from prefect_agent_runs.backends.base import (
     derived_thread_id,
     paged,
 )
-from prefect_agent_runs.backends.create import create_reconciled
+from prefect_agent_runs.backends.create import CREATE_ID_KEY, first_match, new_create_id
+from prefect_agent_runs.backends.langgraph.stream import LangGraphResume, is_not_found
+from prefect_agent_runs.backends.paging import OffsetPager
+from prefect_agent_runs.backends.sse import read_events
+from prefect_agent_runs.backends.steps import join_step
 from prefect_agent_runs.errors import (
     AgentRunsError,
     NotFound,
     RunError,
     RunFailed,
-    TransportError,
     ValidationError,
 )
 from prefect_agent_runs.http import RetryMode, Transport
 from prefect_agent_runs.models import (
     METADATA_BATCH_KEY,
     METADATA_ITEM_KEY,
-    STATUS_MAPS,
     Run,
     RunRequest,
     RunStatus,
     ThreadResult,
-    normalize_status,
 )
-from prefect_agent_runs.waiting import Clock, Observation, PollPolicy, Sleep
+from prefect_agent_runs.waiting import Clock, PollPolicy, Sleep
 
-__all__ = ["LangGraphClient"]
+__all__ = ["STATUS_MAP", "LangGraphClient"]
 
 logger = logging.getLogger("prefect_agent_runs.backends.langgraph")
 
-CREATE_ID_KEY = "prefect_agent_runs_create_id"
+STATUS_MAP: dict[str, RunStatus] = {
+    "pending": RunStatus.QUEUED,
+    "running": RunStatus.RUNNING,
+    "success": RunStatus.COMPLETED,
+    "error": RunStatus.FAILED,
+    "interrupted": RunStatus.INTERRUPTED,
+    "timeout": RunStatus.TIMED_OUT,
+}
+"""LangGraph's run statuses (DESIGN.md's table)."""
+
 CancelAction = Literal["interrupt", "rollback"]
 JOIN_CHUNK_SECONDS = 300.0
 """Longest single join request; a longer wait re-joins (a proxy may cut idle requests)."""
@@ -162,10 +170,6 @@ PASSTHROUGH_FIELDS = frozenset(
 )
 
 
-def _q(value: str) -> str:
-    return quote(value, safe="")
-
-
 class LangGraphClient(BaseRunsClient):
     """Async client for the runs API of a LangGraph Agent Server.
 
@@ -199,8 +203,12 @@ class LangGraphClient(BaseRunsClient):
             Capability.JOIN,
             Capability.NATIVE_BATCH,
             Capability.FIND_BY_KEY,
+            Capability.FIND_BATCH_RUNS,
+            Capability.CANCEL,
+            Capability.LIST_RUNS,
         }
     )
+    status_map: ClassVar[Mapping[str, RunStatus]] = STATUS_MAP
 
     def __init__(
         self,
@@ -242,11 +250,11 @@ class LangGraphClient(BaseRunsClient):
 
     # -- mapping ------------------------------------------------------------------------
 
-    def to_run(self, raw: Mapping[str, Any]) -> Run:
+    def to_run(self, raw: Any) -> Run:
         """Normalize a LangGraph run object."""
         if not isinstance(raw, Mapping) or "run_id" not in raw:
             raise self._bad_shape("a run object", raw)
-        status = normalize_status(self.backend, raw.get("status"))
+        status = self.normalize(raw.get("status"))
         return Run(
             id=str(raw["run_id"]),
             thread_id=raw.get("thread_id"),
@@ -269,9 +277,9 @@ class LangGraphClient(BaseRunsClient):
         )
 
     def _run_path(self, run_id: str, thread_id: str | None) -> str:
-        tid = self._check_id(thread_id, "thread_id (LangGraph runs live on a thread)")
-        rid = self._check_id(run_id, "run_id")
-        return f"/threads/{_q(tid)}/runs/{_q(rid)}"
+        tid = self.segment(thread_id, "thread_id (LangGraph runs live on a thread)")
+        rid = self.segment(run_id, "run_id")
+        return f"/threads/{tid}/runs/{rid}"
 
     # -- create -------------------------------------------------------------------------
 
@@ -333,35 +341,21 @@ class LangGraphClient(BaseRunsClient):
             NotFound: The thread does not exist (when the request names one).
         """
         thread_id, chosen = self.thread_id_for(request)
-        create_id = uuid.uuid4().hex
+        create_id = new_create_id()
         payload = self.run_payload(request, create_id=create_id)
         if chosen:
             payload.setdefault("if_not_exists", "create")
-        action = f"create run of assistant {request.assistant_id!r} on thread {thread_id}"
-        if request.key:
-            action += f" (key {request.key!r})"
-
         self._touched.add(thread_id)
-
-        async def send() -> Run:
-            body = await self.transport.request_json(
-                "POST",
-                f"/threads/{_q(thread_id)}/runs",
-                action=action,
-                mode=RetryMode.CREATE,
-                json=payload,
-            )
-            return self.to_run(body)
 
         async def lookup() -> Run | None:
             return await self._find_on_thread(thread_id, CREATE_ID_KEY, create_id)
 
-        run = await create_reconciled(
-            send, lookup, backend=self.backend, action=action, **self._create_kwargs()
+        return await self.create_reconciled_run(
+            f"/threads/{self.segment(thread_id, 'thread_id')}/runs",
+            payload,
+            action=self.create_action(request, thread_id),
+            lookup=lookup,
         )
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("%s: created %s", self.backend, run.describe())
-        return run
 
     async def create_batch(self, requests: Sequence[RunRequest]) -> list[Run]:
         """Start stateless runs in one request (``POST /runs/batch``), each on a new thread.
@@ -421,7 +415,7 @@ class LangGraphClient(BaseRunsClient):
             thread_id, chosen = self.thread_id_for(request)
             if chosen:
                 payload.setdefault("if_not_exists", "create")
-            path = f"/threads/{_q(thread_id)}/runs/wait"
+            path = f"/threads/{self.segment(thread_id, 'thread_id')}/runs/wait"
         body = await self.transport.request_json(
             "POST",
             path,
@@ -458,7 +452,7 @@ class LangGraphClient(BaseRunsClient):
             thread_id, chosen = self.thread_id_for(request)
             if chosen:
                 payload.setdefault("if_not_exists", "create")
-            path = f"/threads/{_q(thread_id)}/runs/stream"
+            path = f"/threads/{self.segment(thread_id, 'thread_id')}/runs/stream"
         return self._sse(
             "POST", path, action=f"stream a run of {request.assistant_id!r}", json_body=payload
         )
@@ -505,42 +499,27 @@ class LangGraphClient(BaseRunsClient):
                 backend=self.backend,
             )
         tid = self._check_id(thread_id, "thread_id (LangGraph runs are listed per thread)")
+        path = f"/threads/{self.segment(tid, 'thread_id')}/runs"
         raw_status = _raw_status(status)
         fields = None
         if select:
             fields = sorted({*select, "run_id", "thread_id", "status"})
 
-        async def fetch(at: int) -> Page[Run]:
-            params: dict[str, Any] = {"limit": limit, "offset": at, "status": raw_status}
+        async def fetch(at: int, size: int) -> list[Run]:
+            params: dict[str, Any] = {"limit": size, "offset": at, "status": raw_status}
             if fields:
                 params["select"] = fields
             body = await self.transport.request_json(
-                "GET",
-                f"/threads/{_q(tid)}/runs",
-                action=f"list runs of thread {tid}",
-                params=params,
+                "GET", path, action=f"list runs of thread {tid}", params=params
             )
             if not isinstance(body, list):
                 raise self._bad_shape("a list of runs", body)
-            runs = [self.to_run(item) for item in body]
-            more = len(runs) >= limit > 0
+            return [self.to_run(item) for item in body]
 
-            async def next_page() -> Page[Run]:
-                return await fetch(at + len(runs))
-
-            return Page(runs, next_page if more else None)
-
-        return await fetch(offset)
+        return await OffsetPager(fetch, limit=limit, offset=offset).first()
 
     async def _find_on_thread(self, thread_id: str, meta_key: str, value: str) -> Run | None:
-        try:
-            page = await self.list_runs(thread_id=thread_id, limit=50)
-            async for run in page:
-                if str(run.metadata.get(meta_key)) == value:
-                    return run
-        except NotFound:
-            return None
-        return None
+        return await first_match(self.list_runs(thread_id=thread_id, limit=50), {meta_key: value})
 
     async def find_run(self, request: RunRequest) -> Run | None:
         """The newest run already started for this batch item, or None.
@@ -700,44 +679,44 @@ class LangGraphClient(BaseRunsClient):
         current = run if isinstance(run, Run) else await self.get_run(run, thread_id=thread_id)
         wait_policy = self._policy(policy, timeout_seconds, cancel_on_timeout)
 
-        async def step(remaining: float | None) -> Observation:
-            chunk = (
-                JOIN_CHUNK_SECONDS
-                if remaining is None
-                else max(0.001, min(remaining, JOIN_CHUNK_SECONDS))
-            )
-            values: dict[str, Any] | None = None
-            try:
-                values = await self.join(current, timeout_seconds=chunk)
-            except TransportError as exc:
-                if exc.reached_server is False:
-                    raise
-                # the join was cut (read timeout or a dropped connection): look, then join again
-                logger.debug("%s: join of %s ended early (%s)", self.backend, current.id, exc)
+        async def join(chunk: float) -> dict[str, Any]:
+            return await self.join(current, timeout_seconds=chunk)
+
+        async def read() -> Run:
+            return await self.get_run(current.id, thread_id=current.thread_id)
+
+        async def answered(values: Any) -> Run | None:
             if (
-                values is not None
-                and not confirm_status
-                and _answers_success(values)
-                and not await self._interrupted(current)
+                values is None
+                or confirm_status
+                or not _answers_success(values)
+                or await self._interrupted(current)
             ):
-                # the join answered the run's final values: no read of the run
-                self._keep_values(current.id, values)
-                done = current.model_copy(
-                    update={
-                        "status": RunStatus.COMPLETED,
-                        "raw_status": "success",
-                        "raw": {**current.raw, "status": "success"},
-                    }
-                )
-                return Observation(done, poll_after_seconds=None)
-            observed = await self.get_run(current.id, thread_id=current.thread_id)
-            error = _join_error(values)
-            if error and observed.status.is_terminal and not observed.status.is_success:
-                observed = observed.model_copy(update={"error": error})
-            return Observation(
-                observed, poll_after_seconds=0.0 if not observed.status.is_terminal else None
+                return None
+            # the join answered the run's final values: no read of the run
+            self._keep_values(current.id, values)
+            return current.model_copy(
+                update={
+                    "status": RunStatus.COMPLETED,
+                    "raw_status": "success",
+                    "raw": {**current.raw, "status": "success"},
+                }
             )
 
+        def annotate(observed: Run, values: Any) -> Run:
+            error = _join_error(values)
+            if error and observed.status.is_terminal and not observed.status.is_success:
+                return observed.model_copy(update={"error": error})
+            return observed
+
+        step = join_step(
+            join,
+            read,
+            chunk_seconds=JOIN_CHUNK_SECONDS,
+            answered=answered,
+            annotate=annotate,
+            backend=self.backend,
+        )
         return await self._wait(step, current, policy=wait_policy, on_change=on_change)
 
     def join_stream(
@@ -780,7 +759,7 @@ class LangGraphClient(BaseRunsClient):
         """Same as :meth:`join_stream` (the protocol's name)."""
         return self.join_stream(run, **options)
 
-    async def _sse(
+    def _sse(
         self,
         method: str,
         path: str,
@@ -791,62 +770,30 @@ class LangGraphClient(BaseRunsClient):
         last_event_id: str | None = None,
         max_reconnects: int = 0,
     ) -> AsyncIterator[RunEvent]:
-        """Yield SSE events; on a dropped GET stream, resume without loss or repeat.
+        """Yield SSE events; on a dropped GET stream, resume without loss or repeat
+        (:class:`~.stream.LangGraphResume` says how with LangGraph's ids)."""
 
-        The server's ids (``<ms>-<seq>``) may repeat (two events in one millisecond), and
-        ``Last-Event-ID: X`` replays the events after X. So a reconnect asks for the events
-        after the millisecond before the last id, and events already yielded are skipped by
-        (id, event, data).
-        """
-        resume = _Resume(last_event_id)
-        reconnects = 0
-        while True:
-            resume_from = resume.header()
-            headers = {"Last-Event-ID": resume_from} if resume_from else {}
-            try:
-                async with self.transport.stream(
-                    method, path, action=action, json=json_body, params=params, headers=headers
-                ) as response:
-                    async for sse in EventSource(response).aiter_sse():
-                        if not resume.is_new(sse.id, sse.event, sse.data):
-                            continue
-                        reconnects = 0
-                        data = _decode(sse.data)
-                        if sse.event == "error" and _is_not_found(data):
-                            # the server answers an unknown run with 200 and an error event
-                            raise NotFound(
-                                f"{self.backend}: {action} failed: {data.get('message')}",
-                                status_code=404,
-                                backend=self.backend,
-                            )
-                        yield RunEvent(event=sse.event, data=data, id=sse.id or None)
-                return
-            except (TransportError, httpx.HTTPError) as exc:
-                cause = (
-                    exc
-                    if isinstance(exc, TransportError)
-                    else TransportError(
-                        f"{self.backend}: {action}: the stream broke: {type(exc).__name__}: {exc}",
-                        backend=self.backend,
-                    )
+        def check(event: RunEvent) -> None:
+            if event.event == "error" and is_not_found(event.data):
+                # the server answers an unknown run with 200 and an error event
+                raise NotFound(
+                    f"{self.backend}: {action} failed: {event.data.get('message')}",
+                    status_code=404,
+                    backend=self.backend,
                 )
-                if method != "GET" or reconnects >= max_reconnects:
-                    raise cause from exc
-                if resume.yielded and resume.last is None:
-                    raise TransportError(
-                        f"{cause.message}. The events carry no ids, so the stream cannot be "
-                        "resumed without loss: create the run with "
-                        "options={'stream_resumable': True}",
-                        backend=self.backend,
-                    ) from exc
-                reconnects += 1
-                logger.info(
-                    "%s: %s: stream dropped (%s); resuming after event %s",
-                    self.backend,
-                    action,
-                    type(exc).__name__,
-                    resume.last,
-                )
+
+        return read_events(
+            self.transport,
+            method,
+            path,
+            action=action,
+            json_body=json_body,
+            params=params,
+            resume=LangGraphResume(last_event_id),
+            max_reconnects=max_reconnects,
+            check=check,
+            no_ids_hint="create the run with options={'stream_resumable': True}",
+        )
 
     # -- results ------------------------------------------------------------------------
 
@@ -854,7 +801,9 @@ class LangGraphClient(BaseRunsClient):
         """The thread's current state (``GET /threads/{id}/state``)."""
         tid = self._check_id(thread_id, "thread_id")
         body = await self.transport.request_json(
-            "GET", f"/threads/{_q(tid)}/state", action=f"get the state of thread {tid}"
+            "GET",
+            f"/threads/{self.segment(tid, 'thread_id')}/state",
+            action=f"get the state of thread {tid}",
         )
         if not isinstance(body, dict):
             raise self._bad_shape("a thread state", body)
@@ -941,10 +890,10 @@ class LangGraphClient(BaseRunsClient):
         ``select`` asks for only these fields of each thread (e.g. ``["thread_id"]``).
         """
 
-        async def fetch(at: int) -> Page[dict[str, Any]]:
+        async def fetch(at: int, size: int) -> list[dict[str, Any]]:
             payload: dict[str, Any] = {
                 "metadata": dict(metadata or {}),
-                "limit": limit,
+                "limit": size,
                 "offset": at,
             }
             if status:
@@ -960,13 +909,9 @@ class LangGraphClient(BaseRunsClient):
             )
             if not isinstance(body, list):
                 raise self._bad_shape("a list of threads", body)
+            return body
 
-            async def next_page() -> Page[dict[str, Any]]:
-                return await fetch(at + len(body))
-
-            return Page(body, next_page if len(body) >= limit > 0 else None)
-
-        return await fetch(offset)
+        return await OffsetPager(fetch, limit=limit, offset=offset).first()
 
     async def find_batch_runs(self, batch_key: str) -> list[Run]:
         """Every run tagged with ``batch_key`` (threads searched by metadata, then their runs)."""
@@ -987,15 +932,14 @@ class LangGraphClient(BaseRunsClient):
 
 
 def _raw_status(status: str | RunStatus | None) -> str | None:
-    """LangGraph's status word for a filter: a RunStatus is mapped back through STATUS_MAPS."""
+    """LangGraph's status word for a filter: a RunStatus is mapped back through STATUS_MAP."""
     if status is None or not isinstance(status, RunStatus):
         return status
-    for raw, normalized in STATUS_MAPS["langgraph"].items():
+    for raw, normalized in STATUS_MAP.items():
         if normalized is status:
             return raw
     raise ValidationError(
-        f"langgraph: no LangGraph status means {status.value!r}; use one of "
-        f"{sorted(STATUS_MAPS['langgraph'])}",
+        f"langgraph: no LangGraph status means {status.value!r}; use one of {sorted(STATUS_MAP)}",
         backend="langgraph",
     )
 
@@ -1012,61 +956,6 @@ def _join_error(values: Mapping[str, Any] | None) -> str | None:
         kind, message = err.get("error"), err.get("message")
         return f"{kind}: {message}" if kind and message else str(message or kind or err)
     return None
-
-
-def _is_not_found(data: Any) -> bool:
-    return isinstance(data, dict) and str(data.get("message", "")).startswith("404")
-
-
-def _decode(data: str) -> Any:
-    try:
-        return json.loads(data) if data else None
-    except ValueError:
-        return data
-
-
-def _id_key(event_id: str) -> tuple[int, int] | None:
-    parts = event_id.split("-")
-    try:
-        return (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0)
-    except ValueError:
-        return None
-
-
-class _Resume:
-    """Where a stream is, for a lossless, repeat-free reconnect."""
-
-    def __init__(self, last_event_id: str | None) -> None:
-        self.last = last_event_id
-        self.yielded = 0
-        self._recent: set[tuple[str, str, str]] = set()
-
-    def header(self) -> str | None:
-        """The ``Last-Event-ID`` to send: just before the last id, so its twins replay."""
-        if self.last is None:
-            return None
-        key = _id_key(self.last)
-        if key is None or not self.yielded:
-            return self.last
-        return f"{max(0, key[0] - 1)}-0"
-
-    def is_new(self, event_id: str | None, event: str, data: str) -> bool:
-        """Record an event; False when it was already yielded (a replay)."""
-        if event_id:
-            marker = (event_id, event, data)
-            if marker in self._recent:
-                return False
-            key = _id_key(event_id)
-            last_key = _id_key(self.last) if self.last else None
-            if self.yielded and key and last_key and key[0] < last_key[0] - 1:
-                return False  # older than the replay window: seen before the drop
-            self._recent.add(marker)
-            if key and (last_key is None or key >= last_key):
-                self.last = event_id
-                floor = key[0] - 1
-                self._recent = {m for m in self._recent if (_id_key(m[0]) or (0, 0))[0] >= floor}
-        self.yielded += 1
-        return True
 
 
 def _last_ai_text(messages: Sequence[Mapping[str, Any]]) -> str | None:

@@ -22,14 +22,12 @@ import json
 import logging
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Literal, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
-from httpx_sse import EventSource
 
 from prefect_agent_runs.backends.base import (
     BaseRunsClient,
@@ -39,7 +37,10 @@ from prefect_agent_runs.backends.base import (
     ToolHandler,
     paged,
 )
-from prefect_agent_runs.backends.create import create_reconciled
+from prefect_agent_runs.backends.create import CREATE_ID_KEY, first_match, new_create_id
+from prefect_agent_runs.backends.paging import Chunk, CursorPager
+from prefect_agent_runs.backends.sse import read_events
+from prefect_agent_runs.backends.steps import hint_seconds
 from prefect_agent_runs.errors import (
     AgentRunsError,
     ApiError,
@@ -60,7 +61,6 @@ from prefect_agent_runs.models import (
     RunRequest,
     RunStatus,
     ThreadResult,
-    normalize_status,
 )
 from prefect_agent_runs.waiting import Clock, Observation, PollPolicy, Sleep
 
@@ -68,6 +68,7 @@ __all__ = [
     "CREATE_ID_KEY",
     "DEFAULT_BASE_URL",
     "RETIRED_MESSAGE",
+    "STATUS_MAP",
     "AssistantsClient",
 ]
 
@@ -77,8 +78,18 @@ T = TypeVar("T")
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 """OpenAI's API root (where the Assistants API no longer answers since 2026-08-26)."""
-CREATE_ID_KEY = "prefect_agent_runs_create_id"
-"""Run metadata key holding the one-off id of the create that started the run."""
+STATUS_MAP: dict[str, RunStatus] = {
+    "queued": RunStatus.QUEUED,
+    "in_progress": RunStatus.RUNNING,
+    "requires_action": RunStatus.REQUIRES_ACTION,
+    "cancelling": RunStatus.CANCELLING,
+    "completed": RunStatus.COMPLETED,
+    "failed": RunStatus.FAILED,
+    "cancelled": RunStatus.CANCELLED,
+    "expired": RunStatus.EXPIRED,
+    "incomplete": RunStatus.INCOMPLETE,
+}
+"""The Assistants API's run statuses (DESIGN.md's table)."""
 OPENAI_HOST = "api.openai.com"
 RETIRED_MESSAGE = (
     "the Assistants API was retired by OpenAI on 2026-08-26: api.openai.com answers 404 on "
@@ -125,10 +136,6 @@ _ACTIVE_RUN_PATTERNS = (
 )
 
 Order = Literal["asc", "desc"]
-
-
-def _q(value: str) -> str:
-    return quote(value, safe="")
 
 
 def _timestamp(value: Any) -> datetime | None:
@@ -215,8 +222,9 @@ class AssistantsClient(BaseRunsClient):
 
     backend: ClassVar[str] = "openai_assistants"
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {Capability.STREAM_EVENTS, Capability.TOOL_OUTPUTS}
+        {Capability.STREAM_EVENTS, Capability.TOOL_OUTPUTS, Capability.CANCEL, Capability.LIST_RUNS}
     )
+    status_map: ClassVar[Mapping[str, RunStatus]] = STATUS_MAP
 
     def __init__(
         self,
@@ -306,7 +314,7 @@ class AssistantsClient(BaseRunsClient):
             raise self._bad_shape("a run object", raw)
         raw_status = raw.get("status")
         raw_status = raw_status if isinstance(raw_status, str) else None
-        status = normalize_status(self.backend, raw_status)
+        status = self.normalize(raw_status)
         completed = (
             raw.get("completed_at")
             or raw.get("failed_at")
@@ -331,9 +339,9 @@ class AssistantsClient(BaseRunsClient):
         )
 
     def _run_path(self, run_id: str, thread_id: str | None) -> str:
-        tid = self._check_id(thread_id, "thread_id (Assistants runs live on a thread)")
-        rid = self._check_id(run_id, "run_id")
-        return f"/threads/{_q(tid)}/runs/{_q(rid)}"
+        tid = self.segment(thread_id, "thread_id (Assistants runs live on a thread)")
+        rid = self.segment(run_id, "run_id")
+        return f"/threads/{tid}/runs/{rid}"
 
     def _invalid(self, message: str) -> ValidationError:
         return ValidationError(f"{self.backend}: {message}", backend=self.backend)
@@ -524,7 +532,7 @@ class AssistantsClient(BaseRunsClient):
                 message names it).
             NotFound: The thread or assistant does not exist.
         """
-        create_id = uuid.uuid4().hex
+        create_id = new_create_id()
         new_thread = request.thread_id is None
         payload = self.run_payload(request, create_id=create_id, include_messages=not new_thread)
         if new_thread:
@@ -532,28 +540,20 @@ class AssistantsClient(BaseRunsClient):
             thread_id = str(thread["id"])
         else:
             thread_id = self._check_id(request.thread_id, "thread_id")
-        action = f"create run of assistant {request.assistant_id!r} on thread {thread_id}"
-        if request.key:
-            action += f" (key {request.key!r})"
-        path = f"/threads/{_q(thread_id)}/runs"
-
-        async def send() -> Run:
-            try:
-                body = await self.transport.request_json(
-                    "POST", path, action=action, mode=RetryMode.CREATE, json=payload
-                )
-            except BadRequest as exc:
-                return await self._adopt_active(exc, thread_id, create_id)
-            return self.to_run(body)
 
         async def lookup() -> Run | None:
             return await self._find_on_thread(thread_id, {CREATE_ID_KEY: create_id}, limit=20)
 
-        run = await create_reconciled(
-            send, lookup, backend=self.backend, action=action, **self._create_kwargs()
+        async def adopt(exc: BadRequest) -> Run:
+            return await self._adopt_active(exc, thread_id, create_id)
+
+        return await self.create_reconciled_run(
+            f"/threads/{self.segment(thread_id, 'thread_id')}/runs",
+            payload,
+            action=self.create_action(request, thread_id),
+            lookup=lookup,
+            on_bad_request=adopt,
         )
-        logger.info("%s: created %s", self.backend, run.describe())
-        return run
 
     async def _adopt_active(self, exc: BadRequest, thread_id: str, create_id: str) -> Run:
         """Adopt the active run a 400 names when it is ours; else re-raise with a hint."""
@@ -686,9 +686,13 @@ class AssistantsClient(BaseRunsClient):
             raise self._invalid(f"order must be 'asc' or 'desc', not {order!r}")
         backwards = before is not None and after is None
 
-        async def fetch(
-            cursor_after: str | None, cursor_before: str | None, seen: frozenset[str]
-        ) -> Page[T]:
+        async def fetch(cursor: str | None) -> Chunk[T]:
+            if cursor is None:
+                cursor_after, cursor_before = after, before
+            elif backwards:
+                cursor_after, cursor_before = None, cursor
+            else:
+                cursor_after, cursor_before = cursor, None
             params: dict[str, Any] = {
                 **dict(extra_params or {}),
                 "limit": limit,
@@ -701,41 +705,13 @@ class AssistantsClient(BaseRunsClient):
             if not isinstance(data, list):
                 raise self._bad_shape("a list", body)
             items = [convert(x) for x in data]
-            fresh = [x for x in items if item_id(x) not in seen]
-            if items and not fresh:
-                logger.warning(
-                    "%s: %s: the server sent a page of %d ids already seen; stopping (its "
-                    "cursors do not advance)",
-                    self.backend,
-                    action,
-                    len(items),
-                )
-                return Page([], None)
-            seen = seen | {item_id(x) for x in fresh}
             meta = body if isinstance(body, dict) else {}
-            has_more = meta.get("has_more")
-            more = bool(has_more) if isinstance(has_more, bool) else len(items) >= limit
-            more = more and bool(items)
-            if backwards:
-                first = meta.get("first_id")
-                cursor = first if isinstance(first, str) and first else None
-                cursor = cursor or (item_id(items[0]) if items else None)
-            else:
-                last = meta.get("last_id")
-                cursor = last if isinstance(last, str) and last else None
-                cursor = cursor or (item_id(items[-1]) if items else None)
+            return Chunk(
+                items, _next_cursor(meta, items, item_id, limit=limit, backwards=backwards)
+            )
 
-            async def next_page() -> Page[T]:
-                if backwards:
-                    return await fetch(None, cursor, seen)
-                return await fetch(cursor, None, seen)
-
-            return Page(fresh, next_page if more and cursor else None)
-
-        async def first() -> Page[T]:
-            return await fetch(after, before, frozenset())
-
-        return first
+        pager = CursorPager(fetch, item_id=item_id, description=f"{self.backend}: {action}")
+        return pager.first
 
     @paged
     async def list_runs(
@@ -764,7 +740,7 @@ class AssistantsClient(BaseRunsClient):
             raise self._invalid(f"unknown list_runs filter(s) {sorted(filters)}")
         tid = self._check_id(thread_id, "thread_id (Assistants runs are listed per thread)")
         fetch = self._paged(
-            f"/threads/{_q(tid)}/runs",
+            f"/threads/{self.segment(tid, 'thread_id')}/runs",
             action=f"list runs of thread {tid}",
             convert=self.to_run,
             item_id=lambda r: r.id,
@@ -805,7 +781,7 @@ class AssistantsClient(BaseRunsClient):
             return raw
 
         fetch = self._paged(
-            f"/threads/{_q(tid)}/messages",
+            f"/threads/{self.segment(tid, 'thread_id')}/messages",
             action=f"list messages of thread {tid}",
             convert=convert,
             item_id=lambda m: str(m["id"]),
@@ -821,20 +797,8 @@ class AssistantsClient(BaseRunsClient):
         self, thread_id: str, match: Mapping[str, str], *, limit: int = FIND_SCAN_LIMIT
     ) -> Run | None:
         """The newest of the thread's recent runs whose metadata holds ``match``."""
-        try:
-            page = await self.list_runs(
-                thread_id=thread_id, limit=min(limit, LIST_MAX_LIMIT), order="desc"
-            )
-            seen = 0
-            async for run in page:
-                if all(str(run.metadata.get(k)) == v for k, v in match.items()):
-                    return run
-                seen += 1
-                if seen >= limit:
-                    break
-        except NotFound:
-            return None
-        return None
+        runs = self.list_runs(thread_id=thread_id, limit=min(limit, LIST_MAX_LIMIT), order="desc")
+        return await first_match(runs, match, limit=limit)
 
     async def find_run(self, request: RunRequest) -> Run | None:
         """The newest run already started for this batch item on the request's thread.
@@ -949,7 +913,7 @@ class AssistantsClient(BaseRunsClient):
             nonlocal warned_expiry
             response = await self._get_run_response(current.id, current.thread_id)
             run = self.to_run(self.transport.decode(response, f"get run {current.id}"))
-            hint = _poll_after(response)
+            hint = hint_seconds(response, POLL_AFTER_HEADER)
             if run.status is RunStatus.REQUIRES_ACTION:
                 calls = tool_calls(run)
                 pending = [c for c in calls if str(c.get("id")) not in submitted]
@@ -1089,16 +1053,22 @@ class AssistantsClient(BaseRunsClient):
         else:
             thread_id = self._check_id(request.thread_id, "thread_id")
         action = f"stream a run of assistant {request.assistant_id!r} on thread {thread_id}"
-        async with self.transport.stream(
-            "POST", f"/threads/{_q(thread_id)}/runs", action=action, json=payload
-        ) as response:
-            async for sse in EventSource(response).aiter_sse():
-                if sse.event == "done" or sse.data == "[DONE]":
-                    return
-                data = _decode(sse.data)
-                if sse.event == "error":
-                    raise _stream_error(self.backend, action, data, response.status_code)
-                yield RunEvent(event=sse.event, data=data, id=sse.id or None)
+
+        def check(event: RunEvent) -> None:
+            if event.event == "error":
+                raise _stream_error(self.backend, action, event.data, 200)
+
+        events = read_events(
+            self.transport,
+            "POST",
+            f"/threads/{self.segment(thread_id, 'thread_id')}/runs",
+            action=action,
+            json_body=payload,
+            check=check,
+            is_end=lambda event, data: event.event == "done" or data == "[DONE]",
+        )
+        async for event in events:
+            yield event
 
     def stream_events(self, run: Run | RunRequest, **options: Any) -> AsyncIterator[RunEvent]:
         """Stream a run's events: only for a new run (``RunRequest``), via :meth:`stream_run`.
@@ -1171,21 +1141,30 @@ async def _call_handler(handler: ToolHandler, call: dict[str, Any]) -> str:
     return result
 
 
-def _poll_after(response: httpx.Response) -> float | None:
-    value = response.headers.get(POLL_AFTER_HEADER)
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value) / 1000.0)
-    except ValueError:
-        return None
+def _next_cursor(
+    meta: Mapping[str, Any],
+    items: Sequence[T],
+    item_id: Callable[[T], str],
+    *,
+    limit: int,
+    backwards: bool,
+) -> str | None:
+    """Where the next page of an Assistants list starts (wire-contracts §6.5), or None.
 
-
-def _decode(data: str) -> Any:
-    try:
-        return json.loads(data) if data else None
-    except ValueError:
-        return data
+    The cursor is the answer's ``last_id`` (``first_id`` when paging with ``before``),
+    else the last (first) item's id. There is a next page on ``has_more: true``; when the
+    server omits ``has_more``, when the page is full.
+    """
+    if not items:
+        return None
+    has_more = meta.get("has_more")
+    more = bool(has_more) if isinstance(has_more, bool) else len(items) >= limit
+    if not more:
+        return None
+    named = meta.get("first_id") if backwards else meta.get("last_id")
+    if isinstance(named, str) and named:
+        return named
+    return item_id(items[0] if backwards else items[-1])
 
 
 def _stream_error(backend: str, action: str, data: Any, status: int) -> ApiError:
