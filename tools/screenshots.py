@@ -108,14 +108,6 @@ async def main(argv: list[str] | None = None) -> int:
         keys = artifact_keys(batch_key)
         ui = server.url
         shoot(args.chromium, f"{ui}/runs/flow-run/{flow_run_id}", OUT / "flow-run.png")
-        shoot(
-            args.chromium,
-            f"{ui}/runs/flow-run/{flow_run_id}?tab=Artifacts",
-            OUT / "flow-run-artifacts.png",
-        )
-        shoot(
-            args.chromium, f"{ui}/runs/flow-run/{flow_run_id}?tab=Logs", OUT / "flow-run-logs.png"
-        )
         for name in ("table", "summary", "progress"):
             artifact = artifacts.get(keys[name])
             if artifact is not None:

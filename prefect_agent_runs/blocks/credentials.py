@@ -112,6 +112,14 @@ class AgentRunsCredentials(CredentialsBlock):
     )
 
     @classmethod
+    def _check_built(cls) -> None:
+        if cls.backend and cls.backend not in registry.names():
+            raise InvalidBlockRegistration(
+                f"{cls.__name__}: the {cls.backend} backend is not built; its block type "
+                "is not offered"
+            )
+
+    @classmethod
     def register_type_and_schema(cls, client: Any = None) -> Any:
         """Register the block type with Prefect, once its backend is built.
 
@@ -119,12 +127,20 @@ class AgentRunsCredentials(CredentialsBlock):
             InvalidBlockRegistration: The backend is not registered (not built yet), so the
                 block would not work: ``prefect block register`` skips it.
         """
-        if cls.backend and cls.backend not in registry.names():
-            raise InvalidBlockRegistration(
-                f"{cls.__name__}: the {cls.backend} backend is not built; its block type "
-                "is not offered"
-            )
-        return super().register_type_and_schema(client)  # type: ignore[call-arg]
+        cls._check_built()
+        kwargs = {"client": client} if client is not None else {}
+        return super().register_type_and_schema(**kwargs)
+
+    @classmethod
+    async def aregister_type_and_schema(cls, client: Any = None) -> None:
+        """The async twin of :meth:`register_type_and_schema`.
+
+        Raises:
+            InvalidBlockRegistration: The backend is not registered (not built yet).
+        """
+        cls._check_built()
+        kwargs = {"client": client} if client is not None else {}
+        await super().aregister_type_and_schema(**kwargs)
 
     def client_values(self) -> dict[str, Any]:
         """The block's fields as the backend's client takes them (secrets unwrapped).

@@ -74,7 +74,7 @@ def test_every_state_change_is_an_event_with_the_run_and_the_batch(
     process = start_batch(prefect_server, emulator.base_url, batch_key, "12", "4", "2")
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output
-    assert json.loads(output.strip().splitlines()[-1]) == {"counts": {"completed": 9, "failed": 3}}
+    assert json.loads(output.strip().splitlines()[-1])["counts"] == {"completed": 9, "failed": 3}
 
     runs = {
         r["metadata"][METADATA_ITEM_KEY]: r
