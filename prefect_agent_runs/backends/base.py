@@ -29,7 +29,7 @@ from prefect_agent_runs.backends.paging import Page, PageRequest, paged
 from prefect_agent_runs.backends.paths import path_segment, require_id
 from prefect_agent_runs.backends.sse import RunEvent
 from prefect_agent_runs.errors import BadRequest, NotSupported
-from prefect_agent_runs.http import ErrorParser, RetryMode, Transport
+from prefect_agent_runs.http import ErrorParser, RetryMode, Transport, parse_error_body
 from prefect_agent_runs.models import (
     METADATA_BATCH_KEY,
     METADATA_ITEM_KEY,
@@ -163,6 +163,9 @@ class BaseRunsClient:
         sleep: Sleep | None = None,
     ) -> None:
         self.transport = transport
+        parser = type(self).error_parser
+        if parser is not None and transport.error_parser is parse_error_body:
+            transport.error_parser = parser  # the backend's error bodies
         self.policy = policy or PollPolicy()
         self._clock = clock
         self._sleep = sleep

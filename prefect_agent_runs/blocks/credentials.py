@@ -13,6 +13,7 @@ their credentials as plain pydantic models, so that they never import Prefect).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from prefect.blocks.abstract import CredentialsBlock
@@ -268,66 +269,6 @@ class AssistantsCredentials(AgentRunsCredentials):
     )
 
 
-class WorkflowRunsCredentials(AgentRunsCredentials):
-    """Connect to a Linkage-style workflow-runs API (``/api/v1/runs`` with an event log).
-
-    The backend is planned; ``get_client()`` raises ``NotSupported`` until it lands.
-
-    Attributes:
-        base_url: The API root (Linkage's ``serverURL``).
-        api_key: The client secret.
-        client_id: The client id (``x-client-id``).
-
-    Examples:
-        ```python
-        from prefect_agent_runs import WorkflowRunsCredentials
-
-        credentials = WorkflowRunsCredentials.load("BLOCK_NAME")
-        ```
-    """
-
-    _block_type_name: ClassVar[str | None] = "Workflow Runs Credentials"
-    _logo_url: ClassVar[HttpUrl | None] = logo_url("workflow_runs")
-    _description: ClassVar[str | None] = (
-        "Credentials for a Linkage-style workflow-runs API with an event log."
-    )
-    backend: ClassVar[str] = "workflow_runs"
-
-    base_url: str = Field(default="http://localhost:3000", description="The API root.")
-    api_key: SecretStr | None = Field(default=None, description="The client secret.")
-    client_id: str | None = Field(default=None, description="The client id (`x-client-id`).")
-
-
-class ProjectThreadsCredentials(AgentRunsCredentials):
-    """Connect to a project thread-runs API (``/api/projects/{projectId}/threads/...``).
-
-    The backend is planned; ``get_client()`` raises ``NotSupported`` until it lands.
-
-    Attributes:
-        base_url: The API root.
-        token: The JWT bearer token.
-        project_id: The project whose threads are used.
-
-    Examples:
-        ```python
-        from prefect_agent_runs import ProjectThreadsCredentials
-
-        credentials = ProjectThreadsCredentials.load("BLOCK_NAME")
-        ```
-    """
-
-    _block_type_name: ClassVar[str | None] = "Project Threads Credentials"
-    _logo_url: ClassVar[HttpUrl | None] = logo_url("project_threads")
-    _description: ClassVar[str | None] = (
-        "Credentials for a project thread-runs API authenticated with a JWT."
-    )
-    backend: ClassVar[str] = "project_threads"
-
-    base_url: str = Field(default="http://localhost:5000", description="The API root.")
-    token: SecretStr | None = Field(default=None, description="The JWT bearer token.")
-    project_id: str | None = Field(default=None, description="The project id.")
-
-
 _generated: dict[str, type[AgentRunsCredentials]] = {}
 _generated_lock = threading.Lock()
 
@@ -386,3 +327,92 @@ def _build_block(spec: registry.BackendSpec) -> type[AgentRunsCredentials]:
     }
     # the backend's fields first in the MRO, so that they win over the shared defaults
     return type(spec.credentials_block, (settings, AgentRunsCredentials), namespace)
+
+
+def _planned_workflow_runs() -> type[AgentRunsCredentials]:
+    class WorkflowRunsCredentials(AgentRunsCredentials):
+        """Connect to a Linkage-style workflow-runs API (``/api/v1/runs`` with an event log).
+
+        The backend is planned; ``get_client()`` raises ``NotSupported`` until it lands.
+
+        Attributes:
+            base_url: The API root (Linkage's ``serverURL``).
+            api_key: The client secret.
+            client_id: The client id (``x-client-id``).
+
+        Examples:
+            ```python
+            from prefect_agent_runs import WorkflowRunsCredentials
+
+            credentials = WorkflowRunsCredentials.load("BLOCK_NAME")
+            ```
+        """
+
+        _block_type_name: ClassVar[str | None] = "Workflow Runs Credentials"
+        _description: ClassVar[str | None] = (
+            "Credentials for a Linkage-style workflow-runs API with an event log."
+        )
+        backend: ClassVar[str] = "workflow_runs"
+
+        base_url: str = Field(default="http://localhost:3000", description="The API root.")
+        api_key: SecretStr | None = Field(default=None, description="The client secret.")
+        client_id: str | None = Field(default=None, description="The client id (`x-client-id`).")
+
+    WorkflowRunsCredentials.__qualname__ = "WorkflowRunsCredentials"
+    return WorkflowRunsCredentials
+
+
+def _planned_project_threads() -> type[AgentRunsCredentials]:
+    class ProjectThreadsCredentials(AgentRunsCredentials):
+        """Connect to a project thread-runs API (``/api/projects/{projectId}/threads/...``).
+
+        The backend is planned; ``get_client()`` raises ``NotSupported`` until it lands.
+
+        Attributes:
+            base_url: The API root.
+            token: The JWT bearer token.
+            project_id: The project whose threads are used.
+
+        Examples:
+            ```python
+            from prefect_agent_runs import ProjectThreadsCredentials
+
+            credentials = ProjectThreadsCredentials.load("BLOCK_NAME")
+            ```
+        """
+
+        _block_type_name: ClassVar[str | None] = "Project Threads Credentials"
+        _description: ClassVar[str | None] = (
+            "Credentials for a project thread-runs API authenticated with a JWT."
+        )
+        backend: ClassVar[str] = "project_threads"
+
+        base_url: str = Field(default="http://localhost:5000", description="The API root.")
+        token: SecretStr | None = Field(default=None, description="The JWT bearer token.")
+        project_id: str | None = Field(default=None, description="The project id.")
+
+    ProjectThreadsCredentials.__qualname__ = "ProjectThreadsCredentials"
+    return ProjectThreadsCredentials
+
+
+def _built_or_planned(
+    backend: str, planned: Callable[[], type[AgentRunsCredentials]]
+) -> type[AgentRunsCredentials]:
+    """The block of a registered backend that declares its settings, else the planned one.
+
+    So a backend package that registers ``settings`` replaces a planned block here
+    without an edit of this module.
+    """
+    try:
+        spec = registry.get(backend)
+    except NotSupported:
+        return planned()
+    if spec.settings is None:
+        return planned()
+    return credentials_class(backend)
+
+
+WorkflowRunsCredentials = _built_or_planned("workflow_runs", _planned_workflow_runs)
+"""Credentials of the Linkage-style workflow-runs API (seed 002)."""
+ProjectThreadsCredentials = _built_or_planned("project_threads", _planned_project_threads)
+"""Credentials of the project thread-runs API (seed 003)."""

@@ -23,29 +23,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TextIO, cast
+from typing import cast
 
-from pydantic import SecretStr
+from prefect_agent_runs.cli._common import PROG, UsageError
+from prefect_agent_runs.cli.demo import cmd_demo, print_table
+from prefect_agent_runs.cli.run import cmd_run
+from prefect_agent_runs.models import FailOn
 
-from prefect_agent_runs.cli.items import ItemError, read_items
-from prefect_agent_runs.cli.progress import ProgressBar
-from prefect_agent_runs.models import BatchFailed, BatchResult, FailOn, RunOutcome, RunRequest
+__all__ = ["UsageError", "build_parser", "main", "print_table"]
 
-__all__ = ["UsageError", "build_parser", "main"]
-
-PROG = "prefect-agent-runs"
 DEMO_ITEMS = 20
-_REPLY_WIDTH = 60
-
-
-class UsageError(Exception):
-    """A problem with the command line or its inputs (exit code 2)."""
 
 
 # -- argument parsing ---------------------------------------------------------------------
@@ -63,10 +54,6 @@ def _fail_on(value: str) -> FailOn:
     if not 0.0 <= ratio <= 1.0:
         raise argparse.ArgumentTypeError(f"the ratio must be between 0 and 1, not {value}")
     return ratio
-
-
-_OPTION_FLAGS = ("api_version",)
-"""Flags of ``run`` that set a backend-specific credentials field (``BackendSpec.cli_options``)."""
 
 
 def _positive_int(value: str) -> int:
@@ -211,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         "is 1 whenever an item did not complete",
     )
     _add_common(run)
-    run.set_defaults(handler=_cmd_run)
+    run.set_defaults(handler=cmd_run)
 
     demo = commands.add_parser(
         "demo",
@@ -234,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"how many runs (default: {DEMO_ITEMS})",
     )
     _add_common(demo)
-    demo.set_defaults(handler=_cmd_demo)
+    demo.set_defaults(handler=cmd_demo)
     return parser
 
 
@@ -298,275 +285,3 @@ def _quiet_prefect_console(verbose: bool) -> None:
         for handler in logging.getLogger(name).handlers:
             if isinstance(handler, PrefectConsoleHandler):
                 handler.setLevel(max(handler.level, logging.WARNING))
-
-
-# -- run -----------------------------------------------------------------------------------
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    credentials = _credentials(args)
-    if args.items == "-" and sys.stdin.isatty():
-        raise UsageError("no items: give a .jsonl/.csv file or pipe JSON lines on stdin")
-    try:
-        requests = read_items(args.items, fmt=args.format, default_assistant_id=args.assistant)
-    except ItemError as exc:
-        raise UsageError(str(exc)) from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {args.items}: {exc.strerror or exc}") from None
-    if not requests:
-        raise UsageError(f"no items in {'stdin' if args.items == '-' else args.items}")
-    out = _open_out(args.out)
-    try:
-        result = _run_batch(
-            credentials,
-            requests,
-            batch_key=args.batch_key,
-            max_concurrency=args.max_concurrency,
-            timeout_seconds=args.timeout,
-            cancel_on_timeout=not args.no_cancel_on_timeout,
-            collect_results=not args.no_results,
-            fail_on=args.fail_on,
-            progress=not args.no_progress,
-        )
-        if result is None:
-            return 1
-        _write_records(result, out if out is not None else sys.stdout)
-    finally:
-        if out is not None:
-            out.close()
-    return 0 if not result.failed else 1
-
-
-def _credentials(args: argparse.Namespace) -> Any:
-    """The credentials block from ``--block``, or built from ``--backend`` and friends."""
-    if args.block:
-        for flag in ("url", "api_key_env", "api_version"):
-            if getattr(args, flag):
-                raise UsageError(
-                    f"--{flag.replace('_', '-')} cannot be combined with --block "
-                    "(the block holds the address and the secret)"
-                )
-        return _load_block(args.block)
-    if not args.url:
-        raise UsageError(f"--url is required with --backend {args.backend}")
-    api_key: SecretStr | None = None
-    if args.api_key_env:
-        value = os.environ.get(args.api_key_env)
-        if not value:
-            raise UsageError(f"the environment variable {args.api_key_env} is not set or empty")
-        api_key = SecretStr(value)
-    from prefect_agent_runs.backends import registry
-    from prefect_agent_runs.blocks.credentials import credentials_class
-
-    spec = registry.get(args.backend)
-    values: dict[str, Any] = {"base_url": args.url}
-    if api_key is not None:
-        values[spec.secret_field] = api_key
-    for flag in _OPTION_FLAGS:
-        value = getattr(args, flag)
-        if value is None:
-            continue
-        field = spec.cli_options.get(flag)
-        if field is None:
-            owners = [s.name for s in registry.specs() if flag in s.cli_options]
-            raise UsageError(
-                f"--{flag.replace('_', '-')} is for --backend {' or '.join(owners)} only"
-            )
-        values[field] = value
-    return credentials_class(args.backend)(**values)
-
-
-def _credentials_classes() -> list[Any]:
-    """Every credentials block class: one per registered backend, then the planned ones."""
-    from prefect_agent_runs.backends import registry
-    from prefect_agent_runs.blocks.credentials import (
-        AgentRunsCredentials,
-        ProjectThreadsCredentials,
-        WorkflowRunsCredentials,
-        credentials_class,
-    )
-
-    classes: list[type[AgentRunsCredentials]] = []
-    for spec in registry.specs():
-        try:
-            classes.append(credentials_class(spec.name))
-        except Exception as exc:  # a backend without settings has no block: skip it
-            logging.getLogger(__name__).debug("no block for %s: %s", spec.name, exc)
-    for planned in (WorkflowRunsCredentials, ProjectThreadsCredentials):
-        if planned not in classes:
-            classes.append(planned)
-    return classes
-
-
-def _load_block(name: str) -> Any:
-    """Load a saved credentials block by name, trying each credentials block type."""
-    classes = _credentials_classes()
-    for cls in classes:
-        try:
-            return cls.load(name, validate=True)
-        except ValueError:
-            continue
-        except Exception as exc:  # the Prefect API cannot be reached, a bad block...
-            raise UsageError(
-                f"cannot load block {name!r} ({cls.__name__}): {type(exc).__name__}: {exc}"
-            ) from None
-    types = ", ".join(c.get_block_type_slug() for c in classes)
-    raise UsageError(f"no credentials block named {name!r} (looked for types: {types})")
-
-
-def _open_out(path: str | None) -> TextIO | None:
-    if path is None:
-        return None
-    try:
-        return open(path, "w", encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def _write_records(result: BatchResult, stream: TextIO) -> None:
-    for record in result.to_records():
-        stream.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-    stream.flush()
-
-
-def _run_batch(
-    credentials: Any,
-    requests: list[RunRequest],
-    *,
-    batch_key: str | None,
-    max_concurrency: int,
-    timeout_seconds: float | None,
-    cancel_on_timeout: bool,
-    collect_results: bool,
-    fail_on: FailOn,
-    progress: bool,
-) -> BatchResult | None:
-    """Run ``run_batch`` with a progress display; None when the batch could not run."""
-    from prefect_agent_runs.errors import AgentRunsError, NotSupported, ValidationError
-    from prefect_agent_runs.flows import progress_listener, run_batch
-
-    items: list[RunRequest | dict[str, Any]] = list(requests)
-    bar = ProgressBar(len(requests)) if progress else None
-    listening = progress_listener(bar.on_outcome) if bar is not None else contextlib.nullcontext()
-    if bar is not None:
-        bar.start()
-    started = time.monotonic()
-    try:
-        with listening:
-            result = cast(
-                BatchResult,
-                run_batch(
-                    credentials,
-                    items,
-                    batch_key=batch_key,
-                    max_concurrency=max_concurrency,
-                    timeout_seconds=timeout_seconds,
-                    cancel_on_timeout=cancel_on_timeout,
-                    collect_results=collect_results,
-                    fail_on=fail_on,
-                ),
-            )
-    except BatchFailed as exc:  # fail_on said the flow run fails; the items are all here
-        result = exc.result
-    except (ValidationError, NotSupported) as exc:
-        raise UsageError(str(exc)) from None
-    except AgentRunsError as exc:
-        print(f"{PROG}: the batch could not run: {exc}", file=sys.stderr)
-        return None
-    finally:
-        if bar is not None:
-            bar.close()
-    _print_summary(result, time.monotonic() - started, batch_key_given=batch_key is not None)
-    return result
-
-
-def _print_summary(result: BatchResult, seconds: float, *, batch_key_given: bool) -> None:
-    counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts.items()))
-    print(
-        f"{len(result.outcomes)} items in {seconds:.1f} s ({counts or 'none'}); "
-        f"{len(result.failed)} did not complete; batch key {result.batch_key}",
-        file=sys.stderr,
-    )
-    if result.failed and not batch_key_given:
-        print(
-            f"to resume this batch, run again with --batch-key {result.batch_key}",
-            file=sys.stderr,
-        )
-
-
-# -- demo ----------------------------------------------------------------------------------
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from prefect.settings import PREFECT_API_URL
-
-    from prefect_agent_runs.backends import registry
-    from prefect_agent_runs.blocks.credentials import credentials_class
-
-    api = PREFECT_API_URL.value() or "embedded (ephemeral) Prefect server"
-    spec = registry.get(args.backend)
-    if spec.demo is None:
-        raise UsageError(f"demo --backend {args.backend}: this backend has no demo")
-    with contextlib.ExitStack() as stack:
-        try:
-            demo = stack.enter_context(spec.demo(args.items))
-        except RuntimeError as exc:
-            raise UsageError(f"demo --backend {args.backend}: {exc}") from None
-        print(f"demo: {demo.description}; Prefect API: {api}", file=sys.stderr)
-        credentials = credentials_class(spec.name)(**dict(demo.config))
-        return _demo_finish(args, credentials, list(demo.requests))
-
-
-def _demo_finish(args: argparse.Namespace, credentials: Any, requests: list[RunRequest]) -> int:
-    out = _open_out(args.out)
-    try:
-        result = _run_batch(
-            credentials,
-            requests,
-            batch_key=None,
-            max_concurrency=args.max_concurrency,
-            timeout_seconds=60.0,
-            cancel_on_timeout=True,
-            collect_results=True,
-            fail_on="never",
-            progress=not args.no_progress,
-        )
-        if result is None:
-            return 1
-        if out is not None:
-            _write_records(result, out)
-    finally:
-        if out is not None:
-            out.close()
-    print_table(result.outcomes)
-    return 0 if not result.failed else 1
-
-
-def print_table(outcomes: Sequence[RunOutcome], stream: TextIO | None = None) -> None:
-    """Print the outcomes as a table: key, status, seconds and reply text (or the error).
-
-    Args:
-        outcomes: The batch's outcomes.
-        stream: Where to print (default ``sys.stdout``).
-    """
-    target = stream if stream is not None else sys.stdout
-    rows = [("key", "status", "seconds", "reply")]
-    for outcome in outcomes:
-        seconds = (outcome.seconds_queued or 0.0) + (outcome.seconds_running or 0.0)
-        text = outcome.result.text if outcome.result and outcome.result.text else ""
-        if not outcome.ok and outcome.error:
-            text = f"error: {outcome.error}"
-        text = " ".join(text.split())
-        if len(text) > _REPLY_WIDTH:
-            text = text[: _REPLY_WIDTH - 1] + "…"
-        rows.append(
-            (outcome.key, outcome.status.value, f"{seconds:.2f}" if outcome.run else "", text)
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for number, row in enumerate(rows):
-        line = "  ".join(
-            [row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].rjust(widths[2]), row[3]]
-        )
-        print(line.rstrip(), file=target)
-        if number == 0:
-            print("  ".join("-" * w for w in [*widths, len("reply")]), file=target)

@@ -118,7 +118,8 @@ class TinyClient(BaseRunsClient):
         return await self._wait(poll_step(read), current, policy=policy, on_change=None)
 
     async def get_result(self, run: Run) -> ThreadResult:
-        body = await self.transport.request_json("GET", f"/runs/{run.id}/output", action="out")
+        path = f"/runs/{self.segment(run.id, 'run_id')}/output"
+        body = await self.transport.request_json("GET", path, action="out")
         return ThreadResult(thread_id=run.id, run_id=run.id, text=body["text"])
 
 

@@ -298,6 +298,76 @@ def test_not_found_errors(make_emu: Callable[..., AssistantsEmulator]) -> None:
         assert http.get(f"/threads/{tid}").status_code == 404
 
 
+BAD_TOOL_RESOURCES: list[Any] = [
+    "files",
+    {"code_interpreter": "f1"},
+    {"code_interpreter": {"file_ids": "f1"}},
+    {"code_interpreter": {"file_ids": [1]}},
+    {"code_interpreter": {"file_ids": [f"f{i}" for i in range(21)]}},
+    {"file_search": {"vector_store_ids": ["vs1", "vs2"]}},
+    {"file_search": {}},
+]
+BAD_ATTACHMENTS: list[Any] = [
+    "f1",
+    [{"file_id": "f1"}],
+    [{"tools": [{"type": "file_search"}]}],
+    [{"file_id": 7, "tools": []}],
+    [{"file_id": "f1", "tools": [{"type": "web_search"}]}],
+    [{"file_id": "f1", "tools": "file_search"}],
+]
+
+
+@pytest.mark.parametrize("tool_resources", BAD_TOOL_RESOURCES, ids=repr)
+def test_invalid_tool_resources_get_a_400(
+    make_emu: Callable[..., AssistantsEmulator], tool_resources: Any
+) -> None:
+    # schemathesis found these accepted and echoed back; the real API answers 400
+    emu = make_emu()
+    with client(emu) as http:
+        r = http.post("/threads", json={"tool_resources": tool_resources})
+        assert r.status_code == 400, r.text
+        assert error_of(r)["param"].startswith("tool_resources")
+        tid = new_thread(http)
+        r = http.post(f"/threads/{tid}", json={"tool_resources": tool_resources})
+        assert r.status_code == 400 or tool_resources == {"file_search": {}}, r.text
+        r = http.post("/assistants", json={"model": "gpt-4o", "tool_resources": tool_resources})
+        assert r.status_code == 400, r.text
+    assert emu.runs() == []
+
+
+@pytest.mark.parametrize("attachments", BAD_ATTACHMENTS, ids=repr)
+def test_invalid_attachments_get_a_400(
+    make_emu: Callable[..., AssistantsEmulator], attachments: Any
+) -> None:
+    emu = make_emu()
+    with client(emu) as http:
+        tid = new_thread(http)
+        message = {"role": "user", "content": "hi", "attachments": attachments}
+        r = http.post(f"/threads/{tid}/messages", json=message)
+        assert r.status_code == 400, r.text
+        assert error_of(r)["param"].startswith("attachments")
+        r = http.post("/threads", json={"messages": [message]})
+        assert r.status_code == 400, r.text
+        assert error_of(r)["param"].startswith("messages[0].attachments")
+
+
+def test_valid_tool_resources_and_attachments_are_kept(
+    make_emu: Callable[..., AssistantsEmulator],
+) -> None:
+    emu = make_emu()
+    resources = {
+        "code_interpreter": {"file_ids": ["f1"]},
+        "file_search": {"vector_store_ids": ["vs1"]},
+    }
+    attachments = [{"file_id": "f1", "tools": [{"type": "code_interpreter"}]}]
+    with client(emu) as http:
+        thread = http.post("/threads", json={"tool_resources": resources}).json()
+        assert thread["tool_resources"] == resources
+        message = {"role": "user", "content": "hi", "attachments": attachments}
+        r = http.post(f"/threads/{thread['id']}/messages", json=message)
+        assert r.status_code == 200 and r.json()["attachments"] == attachments
+
+
 def test_threads_messages_and_assistants(make_emu: Callable[..., AssistantsEmulator]) -> None:
     emu = make_emu(run_seconds=0)
     with client(emu) as http:
