@@ -121,7 +121,7 @@ class AgentRunsCredentials(CredentialsBlock):
             )
 
     @classmethod
-    def register_type_and_schema(cls, client: Any = None) -> Any:
+    def register_type_and_schema(cls, client: Any = None, **kwargs: Any) -> Any:
         """Register the block type with Prefect, once its backend is built.
 
         Raises:
@@ -129,8 +129,9 @@ class AgentRunsCredentials(CredentialsBlock):
                 block would not work: ``prefect block register`` skips it.
         """
         cls._check_built()
-        kwargs = {"client": client} if client is not None else {}
-        return super().register_type_and_schema(**kwargs)
+        if client is not None:
+            kwargs["client"] = client
+        return super().register_type_and_schema(**kwargs)  # _sync: Prefect's dispatch
 
     @classmethod
     async def aregister_type_and_schema(cls, client: Any = None) -> None:

@@ -18,6 +18,7 @@ _REPLY_WIDTH = 60
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """``prefect-agent-runs demo``: a batch against a local server; the exit code."""
     from prefect.settings import PREFECT_API_URL
 
     from prefect_agent_runs.backends import registry

@@ -72,6 +72,7 @@ PASSTHROUGH_FIELDS = frozenset(
         "langsmith_tracer",
     }
 )
+"""Run-create fields that ``RunRequest.options`` may pass through."""
 
 
 class LangGraphCore(BaseRunsClient):
