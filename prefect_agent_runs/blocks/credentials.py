@@ -44,6 +44,12 @@ def logo_url(name: str) -> HttpUrl:
     return HttpUrl(f"{_LOGOS}/{name}.svg")
 
 
+def _has_logo(name: str) -> bool:
+    from pathlib import Path
+
+    return (Path(__file__).parent / "logos" / f"{name}.svg").is_file()
+
+
 _TITLES = {
     "api_key": "API key",
     "token": "Token",
@@ -323,6 +329,7 @@ def _build_block(spec: registry.BackendSpec) -> type[AgentRunsCredentials]:
         "__qualname__": spec.credentials_block,
         "__doc__": settings.__doc__ or f"Credentials of the {spec.name} backend.",
         "_block_type_name": spec.block_type_name,
+        "_logo_url": logo_url(spec.name) if _has_logo(spec.name) else None,
         "_description": spec.description or f"Credentials of the {spec.name} backend.",
         "backend": spec.name,
     }
@@ -350,6 +357,7 @@ def _planned_workflow_runs() -> type[AgentRunsCredentials]:
         """
 
         _block_type_name: ClassVar[str | None] = "Workflow Runs Credentials"
+        _logo_url: ClassVar[HttpUrl | None] = logo_url("workflow_runs")
         _description: ClassVar[str | None] = (
             "Credentials for a Linkage-style workflow-runs API with an event log."
         )
@@ -383,6 +391,7 @@ def _planned_project_threads() -> type[AgentRunsCredentials]:
         """
 
         _block_type_name: ClassVar[str | None] = "Project Threads Credentials"
+        _logo_url: ClassVar[HttpUrl | None] = logo_url("project_threads")
         _description: ClassVar[str | None] = (
             "Credentials for a project thread-runs API authenticated with a JWT."
         )

@@ -70,7 +70,7 @@ def run_two(server: PrefectServer, emulator: AssistantsEmulator, *extra: str) ->
     """Two flow runs of 12 items each, at the same time, with the given limit args."""
     keys = [f"limits-{uuid.uuid4().hex[:8]}" for _ in range(2)]
     processes = [
-        start_batch(server, emulator.base_url, key, "12", "0", "0.3", *extra) for key in keys
+        start_batch(server, emulator.base_url, key, "12", "0", "3", *extra) for key in keys
     ]
     for process in processes:
         output, _ = process.communicate(timeout=300)
