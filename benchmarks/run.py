@@ -424,6 +424,7 @@ def plot(rows: list[Row], path: Path) -> None:
     ax_req.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def write_results(
@@ -475,8 +476,17 @@ def main() -> None:
         default=["run_batch", "engine", "sdk"],
         help="contenders run at assistants sizes above 1,000 (one round each)",
     )
+    parser.add_argument(
+        "--assistants-rounds", type=int, default=None, help="rounds at 1,000 (default: --rounds)"
+    )
+    parser.add_argument(
+        "--stop-at",
+        default=None,
+        help="UTC HH:MM: start no contender round after it (the rest is noted as skipped)",
+    )
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args()
+    args.contenders_10k = list(args.contenders)
     rounds = args.rounds or (1 if args.quick else 3)
     lg_n = args.langgraph_runs or (200 if args.quick else 1000)
     prefill = args.prefill_threads or (1000 if args.quick else 10000)
@@ -485,7 +495,31 @@ def main() -> None:
     rows: dict[tuple[str, str, int], Row] = {}
     notes: list[str] = []
 
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def report(final: bool) -> None:
+        """Write RESULTS.md and the plot (after every round, so a late stop keeps them)."""
+        ordered = sorted(
+            rows.values(), key=lambda r: (r.workload, r.n, CONTENDERS.index(r.contender))
+        )
+        if final:
+            print()
+            print(table(ordered))
+        plot(ordered, out.with_name("results.png"))
+        write_results(ordered, args, command, notes, out)
+        if final:
+            print(f"\nwrote {out} and {out.with_name('results.png')}")
+
+    stop_at: datetime | None = None
+    if args.stop_at:
+        hour, minute = (int(x) for x in args.stop_at.split(":"))
+        stop_at = datetime.now(timezone.utc).replace(hour=hour, minute=minute, second=0)
+
     def attempt(workload: str, contender: str, n: int, measure: Any) -> None:
+        if stop_at is not None and datetime.now(timezone.utc) >= stop_at:
+            notes.append(f"{workload} {contender} N={n}: a round was skipped (--stop-at)")
+            return
         try:
             figures = measure()
         except RuntimeError as exc:
@@ -498,6 +532,7 @@ def main() -> None:
     def record(workload: str, contender: str, n: int, figures: dict[str, Any]) -> None:
         row = rows.setdefault((workload, contender, n), Row(workload, contender, n))
         row.rounds.append(figures)
+        report(final=False)
         print(
             f"  {workload} {contender} N={n}: wall {figures['wall']:.1f} s, "
             f"{figures['requests_per_run']:.2f} req/run, lag p99 {_fmt(figures['lag_p99_ms'], 0)} ms, "
@@ -519,13 +554,22 @@ def main() -> None:
     if "langgraph-10k" in args.workloads:
         with tempfile.TemporaryDirectory(prefix="bench-prefill-") as tmp:
             template = Path(tmp) / "state"
-            seconds = _prefill(template, prefill)
+            if stop_at is not None and datetime.now(timezone.utc) >= stop_at:
+                notes.append("langgraph-10k: skipped (--stop-at)")
+                args.contenders_10k = []
+            seconds = 0.0
+            if args.contenders_10k:
+                try:
+                    seconds = _prefill(template, prefill)
+                except (RuntimeError, httpx.HTTPError) as exc:
+                    notes.append(f"langgraph-10k: the prefill failed: {exc}")
+                    args.contenders_10k = []
             notes.append(
                 f"langgraph-{prefill // 1000}k: each contender on a copy of one server state holding"
                 f" {prefill:,} earlier finished threads (prefilled in {seconds:.0f} s), one round."
             )
             workload = f"langgraph-{prefill // 1000}k"
-            for contender in args.contenders:
+            for contender in args.contenders_10k:
                 attempt(
                     workload,
                     contender,
@@ -539,7 +583,7 @@ def main() -> None:
                 if n <= 1000
                 else [c for c in args.contenders if c in args.big_contenders]
             )
-            count = rounds if n <= 1000 else 1
+            count = (args.assistants_rounds or rounds) if n <= 1000 else 1
             for r in range(count):
                 order = names if r % 2 == 0 else list(reversed(names))
                 print(f"assistants N={n} round {r + 1}/{count}", flush=True)
@@ -550,13 +594,7 @@ def main() -> None:
                         n,
                         lambda c=contender, n=n: _assistants_round(c, n, 256),
                     )
-    ordered = sorted(rows.values(), key=lambda r: (r.workload, r.n, CONTENDERS.index(r.contender)))
-    print()
-    print(table(ordered))
-    out = Path(args.out)
-    plot(ordered, out.with_name("results.png"))
-    write_results(ordered, args, command, notes, out)
-    print(f"\nwrote {out} and {out.with_name('results.png')}")
+    report(final=True)
 
 
 if __name__ == "__main__":

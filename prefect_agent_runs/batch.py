@@ -1,9 +1,23 @@
 """Run many remote runs in one event loop: find or create, wait, collect, report.
 
-:func:`run_items` is what ``run_batch`` (and any notebook) uses: every item is a
-coroutine, at most ``max_concurrency`` items are in flight, and each item is reported the
-moment it ends (``on_outcome``), so a Prefect flow spends O(1) task runs on a whole batch.
-A failed item never stops the others; it becomes a :class:`RunOutcome` with an error.
+:func:`run_items` is what ``run_batch`` (and any notebook) uses. It is a fixed pool of
+workers over an iterator (sync or async) of requests, never one coroutine per item:
+
+* ``max_concurrency`` bounds the requests the engine sends at once (find, create, read,
+  collect): ``max_concurrency`` create workers pull the next item, find or create its run
+  and hand it to the watcher, so a create never waits for an earlier run to end;
+* ``max_active_runs`` bounds the remote runs alive at once (a worker takes a slot before
+  it creates, the slot is freed when the run ends). ``None`` lets the platform queue
+  every run; the default depends on the backend (:func:`default_max_active_runs`);
+* watching: a backend with the capability ``"bulk_watch"`` (:data:`BULK_WATCH`) answers
+  for many runs in one request (:class:`BulkWatcher`): one sweeper asks it every poll
+  interval about every run alive. Otherwise ``max_concurrency`` watchers wait for one run
+  each (``wait_for_run``: push where the backend has it, else polling), first come first
+  served.
+
+Each item is reported the moment it ends (``on_outcome``), so a Prefect flow spends O(1)
+task runs on a whole batch. A failed item never stops the others; it becomes a
+:class:`RunOutcome` with an error.
 
 :func:`watch_runs` is the monitor alone: wait for runs that already exist, yielding
 each as it ends.
@@ -14,17 +28,65 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Sequence,
+)
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from prefect_agent_runs.errors import AgentRunsError, NotFound, RunError
+from prefect_agent_runs.errors import (
+    AgentRunsError,
+    NotFound,
+    RunError,
+    RunTimedOut,
+    ValidationError,
+)
 from prefect_agent_runs.models import Run, RunOutcome, RunRequest, ThreadResult
 from prefect_agent_runs.waiting import Clock, PollPolicy, raise_for_outcome
 
-__all__ = ["BatchClient", "run_items", "watch_runs"]
+__all__ = [
+    "BULK_WATCH",
+    "DEFAULT",
+    "BatchClient",
+    "BulkWatcher",
+    "default_max_active_runs",
+    "run_items",
+    "watch_runs",
+]
 
 logger = logging.getLogger("prefect_agent_runs.batch")
+
+BULK_WATCH = "bulk_watch"
+"""The capability of a backend that implements :class:`BulkWatcher` (``watch_many``)."""
+
+DEFAULT: Any = "default"
+"""``max_active_runs=DEFAULT``: the backend's default (:func:`default_max_active_runs`)."""
+
+BOUNDED_ACTIVE_RUNS = 256
+"""Runs alive at once on a platform that does not queue them for us (or charges per run)."""
+
+QUEUEING_BACKENDS = frozenset({"langgraph"})
+"""Backends whose server queues every run it accepts: no bound on active runs by default."""
+
+Sleep = Callable[[float], Awaitable[Any]]
+
+
+def default_max_active_runs(backend: str) -> int | None:
+    """The default ``max_active_runs`` of a backend.
+
+    Args:
+        backend: The backend name.
+
+    Returns:
+        None (the server queues every run: LangGraph), else :data:`BOUNDED_ACTIVE_RUNS`.
+    """
+    return None if backend in QUEUEING_BACKENDS else BOUNDED_ACTIVE_RUNS
 
 
 class BatchClient(Protocol):
@@ -60,8 +122,31 @@ class BatchClient(Protocol):
         """Cancel a run."""
 
 
+@runtime_checkable
+class BulkWatcher(Protocol):
+    """A backend that reports on many runs in one request (capability ``"bulk_watch"``).
+
+    LangGraph, for example, answers ``POST /threads/search`` by the batch's metadata and
+    status with the finished threads and their values.
+    """
+
+    async def watch_many(self, runs: Sequence[Run]) -> Sequence[Run]:
+        """One sweep: the current state of the given runs.
+
+        Args:
+            runs: The runs alive (at most a few thousand per call).
+
+        Returns:
+            The runs whose state the server reported (at least every one that ended; runs
+            left out are taken as unchanged). May take up to a backend-chosen time (a
+            long poll), never longer than the policy's poll interval cap.
+        """
+        ...
+
+
 OutcomeCallback = Callable[[RunOutcome], Awaitable[None] | None]
 CreatedCallback = Callable[[str, Run], Awaitable[None] | None]
+CreatingCallback = Callable[[str, RunRequest], Awaitable[None] | None]
 
 
 async def _call(callback: Callable[..., Any] | None, *args: Any) -> None:
@@ -78,119 +163,385 @@ def _seconds(a: datetime | None, b: datetime | None) -> float | None:
     return max(0.0, (b - a).total_seconds())
 
 
+def _record_error(outcome: RunOutcome, exc: BaseException, backend: str) -> None:
+    if isinstance(exc, RunError):
+        outcome.run = exc.run
+    elif not isinstance(exc, AgentRunsError):
+        # an odd body, a callback bug: that item's outcome, the batch goes on (semantics 5)
+        logger.error("%s: item %s failed unexpectedly", backend, outcome.key, exc_info=exc)
+    outcome.error = str(exc) or type(exc).__name__
+    outcome.error_type = type(exc).__name__
+
+
+@dataclass(eq=False)
+class _Item:
+    request: RunRequest
+    outcome: RunOutcome
+    since: float | None = None
+
+
+async def _aiter(
+    requests: Iterable[RunRequest] | AsyncIterable[RunRequest],
+) -> AsyncIterator[RunRequest]:
+    if isinstance(requests, AsyncIterable):
+        async for request in requests:
+            yield request
+    else:
+        for request in requests:
+            yield request
+
+
+class _Engine:
+    def __init__(
+        self,
+        client: BatchClient,
+        *,
+        policy: PollPolicy,
+        max_concurrency: int,
+        max_active_runs: int | None,
+        collect_results: bool,
+        wait: bool,
+        resume: bool,
+        known_runs: dict[str, Run] | None,
+        on_creating: CreatingCallback | None,
+        on_created: CreatedCallback | None,
+        on_outcome: OutcomeCallback | None,
+        on_change: Callable[[str, Run], Any] | None,
+        clock: Clock,
+        sleep: Sleep,
+    ) -> None:
+        self.client = client
+        self.backend = str(client.backend)
+        self.policy = policy
+        self.workers = max_concurrency
+        self.collect_results = collect_results
+        self.wait = wait
+        self.resume = resume
+        self.known = dict(known_runs or {})
+        self.on_creating, self.on_created = on_creating, on_created
+        self.on_outcome, self.on_change = on_outcome, on_change
+        self.clock, self.sleep = clock, sleep
+        self.slots = asyncio.Semaphore(max_concurrency)
+        self.active = asyncio.Semaphore(max_active_runs) if max_active_runs else None
+        capabilities: frozenset[str] = getattr(client, "capabilities", frozenset())
+        self.bulk = wait and BULK_WATCH in capabilities and isinstance(client, BulkWatcher)
+        self.outcomes: list[RunOutcome] = []
+        self.seen: set[str] = set()
+        self.pull_lock = asyncio.Lock()
+        self.watch_queue: asyncio.Queue[_Item | None] = asyncio.Queue()
+        self.watching: dict[str, _Item] = {}
+        self.wake = asyncio.Event()
+        self.creating_done = False
+
+    # -- the pool ---------------------------------------------------------------------------
+
+    async def run(self, source: AsyncIterator[RunRequest]) -> list[RunOutcome]:
+        tasks = [asyncio.ensure_future(self._create_worker(source)) for _ in range(self.workers)]
+        watchers: list[asyncio.Future[None]] = []
+        if self.bulk:
+            watchers.append(asyncio.ensure_future(self._sweeper()))
+        elif self.wait:
+            watchers += [asyncio.ensure_future(self._watcher()) for _ in range(self.workers)]
+        try:
+            await asyncio.gather(*tasks)
+            self.creating_done = True
+            self.wake.set()
+            for _ in range(len(watchers)):
+                self.watch_queue.put_nowait(None)
+            await asyncio.gather(*watchers)
+        finally:
+            for task in [*tasks, *watchers]:
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(*tasks, *watchers, return_exceptions=True)
+        return self.outcomes
+
+    async def _next(self, source: AsyncIterator[RunRequest]) -> _Item | None:
+        async with self.pull_lock:
+            try:
+                request = await source.__anext__()
+            except StopAsyncIteration:
+                return None
+            item = _Item(request, RunOutcome(key=str(request.key)))
+            self.outcomes.append(item.outcome)
+            return item
+
+    async def _create_worker(self, source: AsyncIterator[RunRequest]) -> None:
+        while True:
+            if self.active is not None:
+                await self.active.acquire()
+            item = await self._next(source)
+            if item is None:
+                if self.active is not None:
+                    self.active.release()
+                return
+            if not await self._start(item) or not self.wait:
+                await self._finish(item)
+            elif item.outcome.run is not None and item.outcome.run.status.is_terminal:
+                await self._complete(item, item.outcome.run)
+            elif self.bulk:
+                self.watching[item.outcome.key] = item
+                self.wake.set()
+            else:
+                self.watch_queue.put_nowait(item)
+
+    # -- one item ---------------------------------------------------------------------------
+
+    async def _start(self, item: _Item) -> bool:
+        """Find or create the item's run; False when the item already has its outcome."""
+        request, outcome = item.request, item.outcome
+        key = outcome.key
+        try:
+            if request.key is None or key in self.seen:
+                raise ValidationError(
+                    f"item {key!r}: every request needs a key, unique within the batch "
+                    "(nothing was sent for this one)"
+                )
+            self.seen.add(key)
+            run: Run | None = None
+            if self.resume:
+                async with self.slots:
+                    run = await self.client.find_run(request)
+                prior = self.known.pop(key, None)
+                if run is None and prior is not None:
+                    try:
+                        async with self.slots:
+                            run = await self.client.get_run(prior.id, thread_id=prior.thread_id)
+                    except NotFound:
+                        logger.warning(
+                            "%s: item %s: the recorded %s no longer exists; starting it again",
+                            self.backend,
+                            key,
+                            prior.describe(),
+                        )
+                if run is not None:
+                    outcome.resumed = True
+                    logger.debug(
+                        "%s: item %s: re-attached to %s", self.backend, key, run.describe()
+                    )
+            if run is None:
+                outcome.attempts += 1
+                await _call(self.on_creating, key, request)
+                async with self.slots:
+                    run = await self.client.create_run(request)
+            outcome.run = run
+            item.since = self.clock()
+            await _call(self.on_created, key, run)
+        except Exception as exc:
+            _record_error(outcome, exc, self.backend)
+            return False
+        return True
+
+    def _changed(self, key: str, run: Run) -> None:
+        if self.on_change is not None:
+            self.on_change(key, run)
+
+    async def _complete(self, item: _Item, run: Run) -> None:
+        """The run ended: collect its result (or its error) and report the item."""
+        outcome = item.outcome
+        outcome.run = run
+        try:
+            if run.status.is_success:
+                if self.collect_results:
+                    async with self.slots:
+                        outcome.result = await self.client.get_result(run)
+            else:
+                raise_for_outcome(run)
+        except Exception as exc:
+            _record_error(outcome, exc, self.backend)
+        await self._finish(item)
+
+    async def _finish(self, item: _Item) -> None:
+        outcome = item.outcome
+        if outcome.run is not None:
+            r = outcome.run
+            outcome.seconds_queued = _seconds(r.created_at, r.started_at)
+            if item.since is not None and r.status.is_terminal:
+                # measured here (monotonic): servers' timestamps may be whole seconds
+                outcome.seconds_running = round(self.clock() - item.since, 3)
+        if self.active is not None:
+            self.active.release()
+        try:
+            await _call(self.on_outcome, outcome)
+        except Exception:
+            logger.exception(
+                "%s: the outcome callback failed for item %s", self.backend, outcome.key
+            )
+
+    def _policy_for(self, item: _Item) -> PollPolicy:
+        """The policy with the time left of the item's ``timeout_seconds``."""
+        if self.policy.timeout_seconds is None or item.since is None:
+            return self.policy
+        left = self.policy.timeout_seconds - (self.clock() - item.since)
+        return self.policy.with_overrides(timeout_seconds=max(0.0, left))
+
+    # -- watching one run at a time ---------------------------------------------------------
+
+    async def _watcher(self) -> None:
+        while (item := await self.watch_queue.get()) is not None:
+            run = item.outcome.run
+            assert run is not None
+            key = item.outcome.key
+            try:
+                run = await self.client.wait_for_run(
+                    run,
+                    policy=self._policy_for(item),
+                    on_change=lambda r, _key=key: self._changed(_key, r),  # type: ignore[misc]
+                )
+            except Exception as exc:
+                _record_error(item.outcome, exc, self.backend)
+                await self._finish(item)
+                continue
+            await self._complete(item, run)
+
+    # -- watching many runs at once ---------------------------------------------------------
+
+    async def _sweeper(self) -> None:
+        watcher = self.client
+        assert isinstance(watcher, BulkWatcher)
+        errors = 0
+        while not (self.creating_done and not self.watching):
+            if not self.watching:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            started = self.clock()
+            items = list(self.watching.values())
+            try:
+                async with self.slots:
+                    states = await watcher.watch_many([i.outcome.run for i in items])  # type: ignore[misc]
+                errors = 0
+            except AgentRunsError as exc:
+                errors += 1
+                if errors > self.policy.max_poll_errors:
+                    for item in items:
+                        self.watching.pop(item.outcome.key, None)
+                        _record_error(item.outcome, exc, self.backend)
+                        await self._finish(item)
+                    errors = 0
+                states = []
+            by_id = {r.id: r for r in states}
+            for item in items:
+                await self._observe(item, by_id.get(item.outcome.run.id))  # type: ignore[union-attr]
+            await self.sleep(max(0.0, self.policy.poll_interval_seconds - (self.clock() - started)))
+
+    async def _observe(self, item: _Item, run: Run | None) -> None:
+        key, previous = item.outcome.key, item.outcome.run
+        assert previous is not None
+        if run is not None and (
+            run.status != previous.status or run.raw_status != previous.raw_status
+        ):
+            item.outcome.run = run
+            self._changed(key, run)
+        current = item.outcome.run
+        assert current is not None
+        if current.status.is_terminal:
+            self.watching.pop(key, None)
+            await self._complete(item, current)
+            return
+        timeout = self.policy.timeout_seconds
+        if timeout is not None and item.since is not None and self.clock() - item.since >= timeout:
+            self.watching.pop(key, None)
+            cancelled = False
+            if self.policy.cancel_on_timeout:
+                try:
+                    async with self.slots:
+                        await self.client.cancel_run(current.id, thread_id=current.thread_id)
+                    cancelled = True
+                except AgentRunsError as exc:
+                    logger.warning(
+                        "%s: could not cancel %s: %s", self.backend, current.describe(), exc
+                    )
+            timed_out = RunTimedOut(
+                f"{self.backend}: {current.describe()} did not end within {timeout:g} s"
+                + (" (cancelled)" if cancelled else ""),
+                run=current,
+                cancelled=cancelled,
+            )
+            _record_error(item.outcome, timed_out, self.backend)
+            await self._finish(item)
+
+
 async def run_items(
     client: BatchClient,
-    requests: Sequence[RunRequest],
+    requests: Iterable[RunRequest] | AsyncIterable[RunRequest],
     *,
     policy: PollPolicy,
     max_concurrency: int = 32,
+    max_active_runs: int | None = DEFAULT,
     collect_results: bool = True,
     wait: bool = True,
     resume: bool = True,
     fresh: bool = False,
     known_runs: dict[str, Run] | None = None,
+    on_creating: CreatingCallback | None = None,
     on_created: CreatedCallback | None = None,
     on_outcome: OutcomeCallback | None = None,
     on_change: Callable[[str, Run], Any] | None = None,
     clock: Clock = time.monotonic,
+    sleep: Sleep = asyncio.sleep,
 ) -> list[RunOutcome]:
     """Find or create, wait for and collect every request; outcomes in request order.
 
     Args:
         client: The backend client.
-        requests: The items; each must have a unique ``key``.
-        policy: Wait policy for each run (``timeout_seconds`` counts from the item's start).
-        max_concurrency: Items in flight at once.
+        requests: The items, a sequence or a (sync or async) iterator read as the workers
+            need more; each must have a ``key``, unique within the batch. A sequence is
+            checked before anything is sent (``ValueError``); an item of an iterator with a
+            missing or repeated key becomes a ``ValidationError`` outcome.
+        policy: Wait policy for each run (``timeout_seconds`` counts from the moment the
+            item's run exists).
+        max_concurrency: Requests the engine sends at once (finds, creates, reads,
+            results), and runs watched one by one at once when the backend has no
+            ``"bulk_watch"``.
+        max_active_runs: Remote runs alive at once; None: no bound (the platform queues
+            them); :data:`DEFAULT`: the backend's (:func:`default_max_active_runs`).
         collect_results: Read what each completed run wrote to its thread.
-        wait: Wait for each run to end; False only finds or creates the runs (the outcome
-            then holds the run as created, its status not terminal).
-        resume: Before creating, look for a run already started for the item's key
-            (``find_run``, then ``known_runs``) and adopt it.
-        fresh: The batch's key was just generated, so no item can have a run yet: nothing
-            is looked up (no ``find_run``, no request) whatever ``resume`` says.
-        known_runs: Runs recorded by an earlier attempt (key to run), e.g. from a ledger.
-        on_created: Called with (key, run) as soon as a run exists (to persist it).
+        wait: Wait for each run to end; False only finds or creates the runs.
+        resume: Before creating, look for a run already started for the item's key.
+        fresh: The batch key was just generated: no item can have a run, nothing is looked up.
+        known_runs: Runs recorded by an earlier attempt (key to run).
+        on_creating: Called with (key, request) just before a create is sent.
+        on_created: Called with (key, run) as soon as a run exists.
         on_outcome: Called with each outcome the moment it is known.
         on_change: Called with (key, run) on every status change.
         clock: Monotonic clock.
+        sleep: Async sleep (injected in tests).
 
     Returns:
         One outcome per request, in request order.
+
+    Raises:
+        ValueError: ``requests`` is a sequence with a missing or repeated key, or a bound
+            is below 1.
     """
-    keys = [r.key for r in requests]
-    if any(k is None for k in keys) or len(set(keys)) != len(keys):
-        raise ValueError("run_items: every request needs a key, unique within the batch")
-    slots = asyncio.Semaphore(max_concurrency)
-    known = dict(known_runs or {})
-
-    async def one(request: RunRequest) -> RunOutcome:
-        key = str(request.key)
-        outcome = RunOutcome(key=key)
-        exists_since: float | None = None
-        async with slots:
-            try:
-                run: Run | None = None
-                if resume and not fresh:
-                    run = await client.find_run(request)
-                    if run is None and key in known:
-                        prior = known[key]
-                        try:
-                            run = await client.get_run(prior.id, thread_id=prior.thread_id)
-                        except NotFound:
-                            logger.warning(
-                                "%s: item %s: the recorded %s no longer exists; starting it again",
-                                client.backend,
-                                key,
-                                prior.describe(),
-                            )
-                    if run is not None:
-                        outcome.resumed = True
-                        logger.info(
-                            "%s: item %s: re-attached to %s", client.backend, key, run.describe()
-                        )
-                if run is None:
-                    outcome.attempts += 1
-                    run = await client.create_run(request)
-                outcome.run = run
-                exists_since = clock()
-                await _call(on_created, key, run)
-                if not wait:
-                    return await _finish(outcome)
-
-                def changed(r: Run, _key: str = key) -> None:
-                    if on_change is not None:
-                        on_change(_key, r)
-
-                run = await client.wait_for_run(run, policy=policy, on_change=changed)
-                outcome.run = run
-                if run.status.is_success:
-                    if collect_results:
-                        outcome.result = await client.get_result(run)
-                else:
-                    raise_for_outcome(run)
-            except RunError as exc:
-                outcome.run = exc.run
-                outcome.error, outcome.error_type = str(exc), type(exc).__name__
-            except Exception as exc:
-                # any failure of one item (an odd body, a callback bug) is that item's outcome:
-                # the batch goes on (DESIGN.md, batch semantics 5)
-                if not isinstance(exc, AgentRunsError):
-                    logger.exception("%s: item %s failed unexpectedly", client.backend, key)
-                outcome.error = str(exc) or type(exc).__name__
-                outcome.error_type = type(exc).__name__
-            if outcome.run is not None:
-                r = outcome.run
-                outcome.seconds_queued = _seconds(r.created_at, r.started_at)
-                if exists_since is not None and r.status.is_terminal:
-                    # measured here (monotonic): servers' timestamps may be whole seconds
-                    outcome.seconds_running = round(clock() - exists_since, 3)
-        return await _finish(outcome)
-
-    async def _finish(outcome: RunOutcome) -> RunOutcome:
-        await _call(on_outcome, outcome)
-        return outcome
-
-    return list(await asyncio.gather(*(one(r) for r in requests)))
+    if isinstance(requests, Sequence):
+        keys = [r.key for r in requests]
+        if any(k is None for k in keys) or len(set(keys)) != len(keys):
+            raise ValueError("run_items: every request needs a key, unique within the batch")
+    if max_concurrency < 1:
+        raise ValueError("run_items: max_concurrency must be >= 1")
+    if max_active_runs is DEFAULT:
+        max_active_runs = default_max_active_runs(str(client.backend))
+    if max_active_runs is not None and max_active_runs < 1:
+        raise ValueError("run_items: max_active_runs must be >= 1 or None")
+    engine = _Engine(
+        client,
+        policy=policy,
+        max_concurrency=max_concurrency,
+        max_active_runs=max_active_runs,
+        collect_results=collect_results,
+        wait=wait,
+        resume=resume and not fresh,
+        known_runs=known_runs,
+        on_creating=on_creating,
+        on_created=on_created,
+        on_outcome=on_outcome,
+        on_change=on_change,
+        clock=clock,
+        sleep=sleep,
+    )
+    return await engine.run(_aiter(requests))
 
 
 async def watch_runs(

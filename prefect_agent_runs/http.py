@@ -31,6 +31,7 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_base
 
+from prefect_agent_runs._pool import ShardedTransport
 from prefect_agent_runs._version import __version__
 from prefect_agent_runs.errors import (
     AgentRunsError,
@@ -221,10 +222,8 @@ class Transport:
                 # The pool never times out: _slots bounds requests in flight instead, so
                 # thousands of waiters can queue for max_concurrency connections.
                 timeout=httpx.Timeout(request_timeout_seconds, pool=None),
-                limits=httpx.Limits(
-                    max_connections=max_concurrency,
-                    max_keepalive_connections=max_concurrency,
-                ),
+                # small pools: httpcore walks every connection of a pool on each request
+                transport=ShardedTransport(max_concurrency),
                 headers=all_headers,
                 params=dict(params or {}),
                 follow_redirects=False,

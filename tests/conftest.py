@@ -19,31 +19,29 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 from prefect_agent_runs.testing.langgraph_dev import LangGraphDevServer
 from prefect_agent_runs.testing.prefect_server import PrefectServer
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def reference_file(name: str) -> Path:
-    """``shared/reference/<name>`` beside (or above) the repository; a clear failure if absent.
-
-    The platforms' published API schemas live there (CI clones the repository with
-    ``shared/`` beside it). A contract test never skips for want of them.
-    """
-    for base in (REPO_ROOT, *REPO_ROOT.parents):
-        candidate = base / "shared" / "reference" / name
-        if candidate.is_file():
-            return candidate
-    pytest.fail(
-        f"shared/reference/{name} is missing: expected it beside the repository root "
-        f"{REPO_ROOT} (at {REPO_ROOT.parent / 'shared' / 'reference'}). The contract tests "
-        "check our requests and the emulators against it and cannot run without it.",
-        pytrace=False,
-    )
-
 
 @pytest.fixture(scope="session")
 def openai_openapi_path() -> Path:
-    """OpenAI's published OpenAPI document (threads, runs and messages schemas)."""
-    return reference_file("openai-openapi.yaml")
+    """OpenAI's published OpenAPI document, trimmed to the Assistants paths (in the package)."""
+    from prefect_agent_runs.testing.schemas import OPENAI_OPENAPI
+
+    return OPENAI_OPENAPI
+
+
+@pytest.fixture(scope="session")
+def linkage_openapi_path() -> Path:
+    """The Linkage SDK's OpenAPI document (workflow runs), shipped in the package."""
+    from prefect_agent_runs.testing.schemas import LINKAGE_OPENAPI
+
+    return LINKAGE_OPENAPI
+
+
+@pytest.fixture(scope="session")
+def project_threads_swagger_path() -> Path:
+    """The project thread-runs swagger, shipped in the package."""
+    from prefect_agent_runs.testing.schemas import PROJECT_THREADS_SWAGGER
+
+    return PROJECT_THREADS_SWAGGER
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +62,7 @@ def prefect_harness() -> Iterator[None]:
     """One temporary Prefect server (and database) for the session's Prefect tests."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=180):
         yield
 
 

@@ -1,7 +1,8 @@
-"""A dependency-free progress display for ``prefect-agent-runs`` on stderr.
+"""The progress display of ``prefect-agent-runs`` on stderr.
 
-On a terminal it redraws one line (``\\r``) at most ten times a second; anywhere else
-(a pipe, a CI log) it prints a plain line each time another 10 % of the items finish.
+On a terminal it is a :mod:`rich` progress bar (rich comes with Prefect), redrawn at most
+ten times a second; anywhere else (a pipe, a CI log) it prints a plain line each time
+another 10 % of the items finish.
 """
 
 from __future__ import annotations
@@ -9,6 +10,17 @@ from __future__ import annotations
 import sys
 import time
 from typing import TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from prefect_agent_runs.models import RunOutcome
 
@@ -55,6 +67,8 @@ class ProgressBar:
         self._last_decile = 0
         self._closed = False
         self._drawn = False
+        self._rich: Progress | None = None
+        self._task: TaskID | None = None
 
     @property
     def elapsed_seconds(self) -> float:
@@ -64,6 +78,20 @@ class ProgressBar:
     def start(self) -> None:
         """Draw the empty bar (terminal mode only)."""
         if self.interactive:
+            console = Console(file=self.stream, force_terminal=True, soft_wrap=True)
+            self._rich = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=self.width),
+                MofNCompleteColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[failed_text]}"),
+                TimeElapsedColumn(),
+                console=console,
+                auto_refresh=False,
+                transient=False,
+            )
+            self._rich.start()
+            self._task = self._rich.add_task(self.label, total=self.total, failed_text="")
             self._draw(force=True)
 
     def advance(self, n: int = 1, *, failed: int = 0) -> None:
@@ -92,10 +120,9 @@ class ProgressBar:
         if self._closed:
             return
         self._closed = True
-        if self.interactive and self._drawn:
+        if self._rich is not None:
             self._draw(force=True)
-            self.stream.write("\n")
-            self.stream.flush()
+            self._rich.stop()
 
     def _text(self) -> str:
         percent = 100.0 if self.total == 0 else 100.0 * self.done / self.total
@@ -108,10 +135,12 @@ class ProgressBar:
         if not force and not finished and now - self._last_draw < self.min_interval_seconds:
             return
         self._last_draw = now
-        filled = self.width if self.total == 0 else int(self.width * self.done / self.total)
-        bar = "#" * filled + "-" * (self.width - filled)
-        self.stream.write(f"\r{self.label} [{bar}] {self._text()}\x1b[K")
-        self.stream.flush()
+        if self._rich is None or self._task is None:
+            self.start()
+            return
+        failed = f"{self.failed} failed" if self.failed else ""
+        self._rich.update(self._task, completed=self.done, total=self.total, failed_text=failed)
+        self._rich.refresh()
         self._drawn = True
 
     def _plain(self) -> None:

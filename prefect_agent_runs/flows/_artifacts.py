@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
+from collections import Counter
 from typing import Any
 from uuid import UUID
 
@@ -18,18 +20,49 @@ from prefect.artifacts import (
     acreate_markdown_artifact,
     acreate_progress_artifact,
     acreate_table_artifact,
-    aupdate_progress_artifact,
 )
+from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.schemas.actions import ArtifactUpdate
 
 from prefect_agent_runs.flows._ledger import slugify
-from prefect_agent_runs.models import BatchResult, FailOn
+from prefect_agent_runs.models import BatchResult, FailOn, RunOutcome
 
-__all__ = ["ProgressReporter", "artifact_keys", "write_final_artifacts"]
+__all__ = [
+    "ProgressReporter",
+    "artifact_keys",
+    "counts_message",
+    "short_error",
+    "write_final_artifacts",
+]
 
 logger = logging.getLogger("prefect_agent_runs.flows.artifacts")
 
-MAX_ERROR_CHARS = 300
+MAX_ERROR_CHARS = 120
+MAX_REPLY_CHARS = 80
+MAX_FULL_ERROR_CHARS = 2000
 MAX_FAILED_LISTED = 50
+
+_PREFIX = re.compile(r"^[\w.-]+: run \S+(?: on thread \S+)? \([^)]*\)(?: failed:)?\s*")
+
+
+def short_error(outcome: RunOutcome) -> str:
+    """``status: reason`` without the long ``backend: run R on thread T (status)`` prefix."""
+    if outcome.error is None:
+        return ""
+    status = outcome.status.value
+    reason = outcome.run.error if outcome.run is not None and outcome.run.error else None
+    if reason is None:
+        reason = _PREFIX.sub("", outcome.error).strip() or outcome.error
+    reason = " ".join(reason.split())
+    return _cell(f"{status}: {reason}" if status != "unknown" else reason, MAX_ERROR_CHARS)
+
+
+def counts_message(result: BatchResult) -> str:
+    """``54 completed, 6 failed`` (most frequent first), for the flow run's state message."""
+    counts = Counter(result.counts)
+    if not counts:
+        return "no items"
+    return ", ".join(f"{n} {status}" for status, n in counts.most_common())
 
 
 def artifact_keys(batch_key: str) -> dict[str, str]:
@@ -59,20 +92,33 @@ class ProgressReporter:
         self.total = total
         self.interval_seconds = interval_seconds
         self.done = 0
+        self.by_status: Counter[str] = Counter()
         self.updates = 0
         self._shown = -1
         self._artifact_id: UUID | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._client: PrefectClient | None = None
+        self._owns_client = False
 
     @property
     def percent(self) -> float:
-        return 100.0 if self.total == 0 else round(100.0 * self.done / self.total, 2)
+        """Finished items in percent (0 while the total is unknown)."""
+        if self.total <= 0:
+            return 100.0 if self.total == 0 else 0.0
+        return min(100.0, round(100.0 * self.done / self.total, 2))
 
     def _description(self) -> str:
-        return f"Batch `{self.batch_key}`: {self.done} of {self.total} runs finished."
+        counts = ", ".join(f"{n} {status}" for status, n in self.by_status.most_common())
+        total = "?" if self.total < 0 else str(self.total)
+        text = f"Batch `{self.batch_key}`: {self.done} of {total} runs finished"
+        return f"{text} ({counts})." if counts else f"{text}."
 
-    async def start(self) -> None:
-        """Create the artifact (0 %) and start the updater."""
+    async def start(self, client: PrefectClient | None = None) -> None:
+        """Create the artifact (0 %) and start the updater.
+
+        Args:
+            client: The Prefect client to send updates with (default: one of its own).
+        """
         try:
             self._artifact_id = await acreate_progress_artifact(
                 progress=self.percent, key=self.key, description=self._description()
@@ -81,19 +127,28 @@ class ProgressReporter:
         except Exception as exc:
             logger.warning("could not create the progress artifact %s: %s", self.key, exc)
             return
+        if client is not None:
+            self._client = client
+        else:
+            self._client = get_client()
+            await self._client.__aenter__()
+            self._owns_client = True
         self._loop_task = asyncio.ensure_future(self._loop())
 
-    def advance(self, n: int = 1) -> None:
+    def advance(self, n: int = 1, status: str | None = None) -> None:
         """Count finished items (cheap; the updater publishes them)."""
         self.done += n
+        if status is not None:
+            self.by_status[status] += n
 
     async def _publish(self) -> None:
-        if self._artifact_id is None or self.done == self._shown:
+        if self._artifact_id is None or self._client is None or self.done == self._shown:
             return
         shown = self.done
         try:
-            await aupdate_progress_artifact(
-                self._artifact_id, progress=self.percent, description=self._description()
+            await self._client.update_artifact(
+                self._artifact_id,
+                ArtifactUpdate(data=self.percent, description=self._description()),
             )
             self._shown = shown
             self.updates += 1
@@ -114,7 +169,12 @@ class ProgressReporter:
             with contextlib.suppress(BaseException):
                 await self._loop_task
             self._loop_task = None
-        await asyncio.shield(self._publish())
+        try:
+            await asyncio.shield(self._publish())
+        finally:
+            client, self._client = self._client, None
+            if client is not None and self._owns_client:
+                await client.__aexit__(None, None, None)
 
 
 def _cell(value: Any, limit: int = MAX_ERROR_CHARS) -> str:
@@ -122,8 +182,15 @@ def _cell(value: Any, limit: int = MAX_ERROR_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _reply(outcome: RunOutcome) -> str:
+    text = outcome.result.text if outcome.result is not None else None
+    if not text:
+        return ""
+    return _cell(text.strip().splitlines()[0] if text.strip() else "", MAX_REPLY_CHARS)
+
+
 def table_rows(result: BatchResult) -> list[dict[str, Any]]:
-    """One row per item: key, thread, run, status, seconds, error."""
+    """One row per item: key, thread, run, status, seconds, reply, error (short)."""
     rows = []
     for o in result.outcomes:
         seconds = (o.seconds_queued or 0.0) + (o.seconds_running or 0.0)
@@ -134,7 +201,8 @@ def table_rows(result: BatchResult) -> list[dict[str, Any]]:
                 "run": o.run.id if o.run else "",
                 "status": o.status.value,
                 "seconds": round(seconds, 2) if o.run else None,
-                "error": _cell(o.error),
+                "reply": _reply(o),
+                "error": short_error(o),
             }
         )
     return rows
@@ -149,8 +217,9 @@ def summary_markdown(
         f"# Batch `{result.batch_key}`",
         "",
         f"{len(result.outcomes)} items in {seconds:.1f} s: "
-        f"{len(result.completed)} completed, {len(failed)} not completed "
-        f"(fail_on={fail_on!r}: {'FAILED' if result.should_fail(fail_on) else 'ok'}).",
+        f"{len(result.completed)} completed, {len(failed)} not completed. "
+        f"With fail_on {_fail_on_text(fail_on)} the batch "
+        f"{'FAILED' if result.should_fail(fail_on) else 'passed'}.",
         "",
         "| status | items |",
         "|---|---|",
@@ -161,16 +230,26 @@ def summary_markdown(
             "",
             "## Items that did not complete",
             "",
-            "| key | run | error |",
-            "|---|---|---|",
+            "| key | status | run | thread | error |",
+            "|---|---|---|---|---|",
         ]
         for o in failed[:MAX_FAILED_LISTED]:
-            err = _cell(o.error or o.status.value).replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {o.key} | {o.run.id if o.run else ''} | {err} |")
+            err = _cell(o.error or o.status.value, MAX_FULL_ERROR_CHARS)
+            err = err.replace("|", "\\|").replace("\n", " ")
+            run, thread = (o.run.id, o.run.thread_id or "") if o.run else ("", "")
+            lines.append(f"| {o.key} | {o.status.value} | {run} | {thread} | {err} |")
         if len(failed) > MAX_FAILED_LISTED:
             lines.append(f"\n… and {len(failed) - MAX_FAILED_LISTED} more (see the table).")
     lines += ["", "## Resume", "", resume_hint]
     return "\n".join(lines)
+
+
+def _fail_on_text(fail_on: FailOn) -> str:
+    if fail_on == "never":
+        return "never"
+    if fail_on == "any":
+        return "any (one failed item fails the batch)"
+    return f"{float(fail_on):g} (a failure ratio above it fails the batch)"
 
 
 async def write_final_artifacts(

@@ -5,8 +5,9 @@ ended, so nothing of the flow's memory is available. They find:
 
 * the batch key: the flow run's ``batch_key`` parameter, else the pointer the flow wrote
   to the result storage under its flow run id (for a generated key);
-* the credentials: the ledger's reference (a saved block, loaded again) or, if the ledger
-  has none, the flow run's ``credentials`` parameter when it is complete;
+* the credentials: the ledger's reference (a saved block, loaded again, or the
+  environment variables that hold the secrets) or, if the ledger has none, the flow run's
+  ``credentials`` parameter when it is complete (never: Prefect masks secrets);
 * the runs: on LangGraph, every thread tagged with the batch key (``find_batch_runs``),
   elsewhere the runs recorded in the ledger; every one that is not terminal is cancelled.
 """
@@ -124,8 +125,10 @@ async def cancel_remote_runs_hook(flow: Any, flow_run: Any, state: Any) -> None:
         credentials = _credentials_from_parameter(parameters.get("credentials"))
     if credentials is None:
         logger.error(
-            "batch %r: cannot open the backend again (credentials not recorded); its remote "
-            "runs are not cancelled",
+            "batch %r: cannot open the backend again: the credentials were an unsaved block "
+            "with an inline secret, which the ledger never records, so only the flow's "
+            "in-process cancellation ran (save the block, or take the key from an "
+            "environment variable, to let this hook cancel the remaining runs)",
             ledger.batch_key,
         )
         return

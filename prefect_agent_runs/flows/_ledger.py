@@ -3,23 +3,28 @@
 Why: a rerun with the same ``batch_key`` must find the runs of the earlier attempt, and an
 ``on_cancellation`` / ``on_crashed`` hook (which runs in the runner process under workers,
 without the flow's memory) must find the runs and the credentials again. LangGraph can be
-asked by metadata; other platforms cannot, so every batch keeps a small JSON document in
-Prefect's default result storage (``prefect.results.get_default_result_storage()``,
-``~/.prefect/storage`` unless configured):
+asked by metadata; other platforms cannot, so every batch keeps an append-only log of JSON
+lines in Prefect's default result storage (``~/.prefect/storage`` unless configured):
 
-* ``prefect-agent-runs/batches/<slug>-<hash>.json``: the batch key, the flow runs that
-  worked on it, how to get the credentials back, and ``key -> {run_id, thread_id, status}``;
+* ``prefect-agent-runs/ledgers/<slug>-<hash>.jsonl``: records ``batch`` (the flow run,
+  the credentials reference), ``creating`` (a create is about to be sent for a key) and
+  ``run`` (the key's run and its last status). The last record of a key wins;
 * ``prefect-agent-runs/flow-runs/<flow_run_id>.json``: ``{"batch_key": ...}``, so that a hook
   finds a batch whose key was generated (not a flow parameter).
 
-Credentials: a saved block is recorded by reference (block type slug and document name) and
-loaded again with its secrets by the hook. An unsaved block is recorded *with its secrets*
-(``model_dump(context={"include_secrets": True})``) because nothing else could open the
-API again from another process; that storage is the user's own result storage, the same
-place Prefect writes task results to. Save the credentials block to keep secrets out of it.
+Durability: a ``creating`` record and the ``run`` record of a fresh create are written and
+(on a local file system) fsync'ed before the create is sent and before the item goes on
+(group commit: every record waiting when a write starts goes into that write). A crash
+therefore leaves at most the creates in flight at that instant as "maybe created": the rerun
+and the hook report them (:attr:`BatchLedger.in_flight`). Status updates are written every
+``flush_interval_seconds``. Each write costs what changed, never the whole batch: on a local
+file system the log is appended to; on another storage block each write is a new segment.
 
-Writes are throttled: at most one every ``flush_interval_seconds`` (or sooner after
-``flush_every`` new runs), and a final flush at the end.
+Credentials (semantics 7): the ledger never holds a secret. A saved block is recorded by
+reference (block type slug and document name). An unsaved block is recorded by its
+non-secret fields plus, for each secret, the name of the environment variable that holds
+the same value (as the CLI's ``--api-key-env``); a secret found in no environment variable
+is not recorded, and the hook then says that only in-process cancellation was possible.
 """
 
 from __future__ import annotations
@@ -30,22 +35,37 @@ import hashlib
 import inspect
 import json
 import logging
+import os
 import re
-import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from prefect.blocks.core import Block
-from prefect.filesystems import WritableFileSystem
+from prefect.filesystems import LocalFileSystem, WritableFileSystem
+from pydantic import SecretStr
 
 from prefect_agent_runs.blocks.credentials import AgentRunsCredentials
+from prefect_agent_runs.errors import AgentRunsError
 from prefect_agent_runs.models import Run, RunStatus
 
-__all__ = ["BatchLedger", "batch_path", "flow_run_path", "load_credentials", "slugify"]
+__all__ = [
+    "BatchLedger",
+    "LedgerUnreadable",
+    "batch_path",
+    "credentials_reference",
+    "flow_run_path",
+    "load_credentials",
+    "slugify",
+]
 
 logger = logging.getLogger("prefect_agent_runs.flows.ledger")
 
 ROOT = "prefect-agent-runs"
+
+
+class LedgerUnreadable(AgentRunsError):
+    """The batch ledger exists (or may) but cannot be read: resuming would start items twice."""
 
 
 def slugify(value: str, *, max_length: int = 80) -> str:
@@ -58,7 +78,7 @@ def slugify(value: str, *, max_length: int = 80) -> str:
 def batch_path(batch_key: str) -> str:
     """Where a batch's ledger lives in the result storage."""
     digest = hashlib.sha1(batch_key.encode()).hexdigest()[:12]
-    return f"{ROOT}/batches/{slugify(batch_key, max_length=60)}-{digest}.json"
+    return f"{ROOT}/ledgers/{slugify(batch_key, max_length=60)}-{digest}.jsonl"
 
 
 def flow_run_path(flow_run_id: str) -> str:
@@ -72,42 +92,72 @@ async def _storage() -> WritableFileSystem:
     return await aget_default_result_storage()
 
 
-async def _read(storage: WritableFileSystem, path: str) -> dict[str, Any] | None:
+def _missing(exc: BaseException) -> bool:
+    if isinstance(exc, FileNotFoundError):
+        return True
+    # LocalFileSystem raises ValueError("Path ... does not exist"); remote blocks say so too
+    return isinstance(exc, ValueError) and "does not exist" in str(exc)
+
+
+async def _read_bytes(storage: WritableFileSystem, path: str) -> bytes | None:
+    """The file's bytes, None when it does not exist; any other failure raises."""
     reader = getattr(storage, "aread_path", None) or storage.read_path
     try:
         data = reader(path)
         if inspect.isawaitable(data):
             data = await data
-    except (ValueError, FileNotFoundError, OSError):
-        return None  # LocalFileSystem raises ValueError for a missing path
-    except Exception as exc:  # remote storages raise their own "not found"
-        logger.debug("could not read %s from result storage: %s", path, exc)
-        return None
-    try:
-        loaded = json.loads(data)
-    except (TypeError, ValueError):
-        logger.warning("ignoring unreadable batch ledger %s", path)
-        return None
-    return loaded if isinstance(loaded, dict) else None
+    except Exception as exc:
+        if _missing(exc):
+            return None
+        raise LedgerUnreadable(
+            f"cannot read the batch ledger {path} from the result storage "
+            f"({type(exc).__name__}: {exc}); not resuming, since that could start items twice"
+        ) from exc
+    return data if isinstance(data, bytes) else str(data).encode()
 
 
-async def _write(storage: WritableFileSystem, path: str, document: Mapping[str, Any]) -> None:
+async def _write(storage: WritableFileSystem, path: str, data: bytes) -> None:
     writer = getattr(storage, "awrite_path", None) or storage.write_path
-    result = writer(path, json.dumps(document, default=str).encode())
+    result = writer(path, data)
     if inspect.isawaitable(result):
         await result
 
 
-def credentials_reference(credentials: AgentRunsCredentials) -> dict[str, Any]:
-    """How a hook gets these credentials back (see the module docstring)."""
+def _secret_env(value: str) -> str | None:
+    for name, env_value in os.environ.items():
+        if env_value == value:
+            return name
+    return None
+
+
+def credentials_reference(credentials: AgentRunsCredentials) -> dict[str, Any] | None:
+    """How a hook gets these credentials back, without a secret (see the module docstring).
+
+    Returns:
+        ``{"block_type_slug", "block_document_name"}`` for a saved block;
+        ``{"block_type_slug", "data", "secrets_from_env"}`` for an unsaved one whose
+        secrets are all in environment variables; None otherwise.
+    """
     slug = credentials.get_block_type_slug()
     name = getattr(credentials, "_block_document_name", None)
-    is_anonymous = getattr(credentials, "_is_anonymous", False)
-    if name and not is_anonymous:
+    if name and not getattr(credentials, "_is_anonymous", False):
         return {"block_type_slug": slug, "block_document_name": name}
-    data = credentials.model_dump(mode="json", context={"include_secrets": True})
-    data["block_type_slug"] = slug
-    return {"block_type_slug": slug, "data": data}
+    data: dict[str, Any] = {}
+    from_env: dict[str, str] = {}
+    for field in type(credentials).model_fields:
+        value = getattr(credentials, field)
+        if isinstance(value, SecretStr):
+            secret = value.get_secret_value()
+            if not secret:
+                continue
+            env = _secret_env(secret)
+            if env is None:
+                return None
+            from_env[field] = env
+        else:
+            data[field] = value
+    data = json.loads(json.dumps(data, default=str))
+    return {"block_type_slug": slug, "data": data, "secrets_from_env": from_env}
 
 
 async def load_credentials(reference: Mapping[str, Any]) -> AgentRunsCredentials | None:
@@ -120,19 +170,96 @@ async def load_credentials(reference: Mapping[str, Any]) -> AgentRunsCredentials
             return loaded if isinstance(loaded, AgentRunsCredentials) else None
         data = reference.get("data")
         if isinstance(data, Mapping):
-            return AgentRunsCredentials.model_validate(dict(data))
+            fields = dict(data)
+            for field, env in dict(reference.get("secrets_from_env") or {}).items():
+                if env not in os.environ:
+                    logger.error("the environment variable %s (for %s) is not set", env, field)
+                    return None
+                fields[field] = os.environ[env]
+            fields["block_type_slug"] = slug
+            return AgentRunsCredentials.model_validate(fields)
     except Exception as exc:
         logger.error("could not load the batch's credentials (%s): %s", slug, exc)
     return None
 
 
+class _Log:
+    """Append-only JSON lines: a local file (append + fsync) or segments on a storage block."""
+
+    def __init__(self, storage: WritableFileSystem, path: str) -> None:
+        self.storage = storage
+        self.path = path
+        self.local: Path | None = None
+        if isinstance(storage, LocalFileSystem):
+            base = Path(str(storage.basepath or ".")).expanduser()
+            self.local = base / path
+        self.segments = 0
+
+    async def read(self) -> list[dict[str, Any]]:
+        if self.local is not None:
+            try:
+                data = await asyncio.to_thread(self.local.read_bytes)
+            except FileNotFoundError:
+                return []
+            except OSError as exc:
+                raise LedgerUnreadable(
+                    f"cannot read the batch ledger {self.local} ({type(exc).__name__}: {exc}); "
+                    "not resuming, since that could start items twice"
+                ) from exc
+            return _parse(data, str(self.local))
+        head = await _read_bytes(self.storage, f"{self.path}/head.json")
+        if head is None:
+            return []
+        self.segments = int(json.loads(head).get("segments", 0))
+        records: list[dict[str, Any]] = []
+        for index in range(self.segments):
+            segment = await _read_bytes(self.storage, f"{self.path}/{index:06d}.jsonl")
+            records += _parse(segment or b"", self.path)
+        return records
+
+    async def append(self, records: list[dict[str, Any]], *, durable: bool) -> None:
+        data = b"".join(json.dumps(r, default=str).encode() + b"\n" for r in records)
+        if self.local is not None:
+            await asyncio.to_thread(self._append_local, data, durable)
+            return
+        await _write(self.storage, f"{self.path}/{self.segments:06d}.jsonl", data)
+        self.segments += 1
+        await _write(
+            self.storage, f"{self.path}/head.json", json.dumps({"segments": self.segments}).encode()
+        )
+
+    def _append_local(self, data: bytes, durable: bool) -> None:
+        assert self.local is not None
+        self.local.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.local, "ab") as handle:
+            handle.write(data)
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+
+
+def _parse(data: bytes, where: str) -> list[dict[str, Any]]:
+    records = []
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            # a line cut short by a crash mid-write is the last one; anything else is damage
+            logger.warning("%s, line %d: skipping an unreadable ledger record", where, number)
+            continue
+        if isinstance(value, dict):
+            records.append(value)
+    return records
+
+
 class BatchLedger:
-    """Runs of one batch, persisted (throttled) to Prefect's result storage.
+    """Runs of one batch, in an append-only log in Prefect's result storage.
 
     Args:
         batch_key: The batch.
-        flush_interval_seconds: Shortest time between two writes.
-        flush_every: Write as soon as this many new runs were recorded.
+        flush_interval_seconds: Longest time a status update waits before it is written.
         storage: The file system (default: Prefect's default result storage).
     """
 
@@ -141,20 +268,24 @@ class BatchLedger:
         batch_key: str,
         *,
         flush_interval_seconds: float = 0.5,
-        flush_every: int = 50,
         storage: WritableFileSystem | None = None,
     ) -> None:
         self.batch_key = batch_key
         self.path = batch_path(batch_key)
         self.flush_interval_seconds = flush_interval_seconds
-        self.flush_every = flush_every
         self._storage = storage
-        self.document: dict[str, Any] = {"batch_key": batch_key, "flow_runs": [], "runs": {}}
-        self._pending = 0
-        self._dirty = False
-        self._last_write = 0.0
+        self._log: _Log | None = None
+        self.runs: dict[str, dict[str, Any]] = {}
+        """``key -> {"run_id", "thread_id", "status", "backend"}``."""
+        self.in_flight: set[str] = set()
+        """Keys whose create was sent but whose run was never recorded (maybe created)."""
+        self.flow_runs: list[str] = []
+        self.credentials: dict[str, Any] | None = None
+        self.backend: str | None = None
+        self.writes = 0
+        self._pending: list[dict[str, Any]] = []
+        self._waiters: list[asyncio.Future[None]] = []
         self._lock = asyncio.Lock()
-        self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
 
     async def storage(self) -> WritableFileSystem:
@@ -163,99 +294,166 @@ class BatchLedger:
             self._storage = await _storage()
         return self._storage
 
-    @property
-    def runs(self) -> dict[str, dict[str, Any]]:
-        """``key -> {"run_id", "thread_id", "status", "backend"}``."""
-        runs = self.document.setdefault("runs", {})
-        assert isinstance(runs, dict)
-        return runs
+    async def _the_log(self) -> _Log:
+        if self._log is None:
+            self._log = _Log(await self.storage(), self.path)
+        return self._log
 
     async def load(self) -> BatchLedger:
-        """Read the ledger of an earlier attempt, if any (keeps the default otherwise)."""
-        found = await _read(await self.storage(), self.path)
-        if found and found.get("batch_key") == self.batch_key:
-            found.setdefault("runs", {})
-            found.setdefault("flow_runs", [])
-            self.document = found
+        """Read the log of earlier attempts, if any.
+
+        Raises:
+            LedgerUnreadable: The ledger could not be read (a permission or storage error);
+                a missing ledger is not an error.
+        """
+        for record in await (await self._the_log()).read():
+            self._apply(record)
         return self
+
+    def _apply(self, record: Mapping[str, Any]) -> None:
+        kind = record.get("t")
+        key = str(record.get("key", ""))
+        if kind == "run" and record.get("run_id"):
+            self.runs[key] = {
+                "run_id": str(record["run_id"]),
+                "thread_id": record.get("thread_id"),
+                "status": record.get("status"),
+                "backend": record.get("backend"),
+            }
+            self.in_flight.discard(key)
+        elif kind == "creating" and key not in self.runs:
+            self.in_flight.add(key)
+        elif kind == "refused":
+            self.in_flight.discard(key)
+        elif kind == "batch":
+            if record.get("flow_run") and record["flow_run"] not in self.flow_runs:
+                self.flow_runs.append(str(record["flow_run"]))
+            if "credentials" in record:
+                self.credentials = record.get("credentials")
+            self.backend = record.get("backend") or self.backend
 
     @classmethod
     async def for_flow_run(cls, flow_run_id: str) -> BatchLedger | None:
         """The ledger of the batch a flow run worked on (via its pointer), if recorded."""
-        pointer = await _read(await _storage(), flow_run_path(flow_run_id))
-        if not pointer or not pointer.get("batch_key"):
+        data = await _read_bytes(await _storage(), flow_run_path(flow_run_id))
+        pointer = json.loads(data) if data else None
+        if not isinstance(pointer, dict) or not pointer.get("batch_key"):
             return None
         return await cls(str(pointer["batch_key"])).load()
 
     def known_runs(self, backend: str) -> dict[str, Run]:
         """The recorded runs as :class:`Run` placeholders (status UNKNOWN: read them again)."""
-        out: dict[str, Run] = {}
-        for key, entry in self.runs.items():
-            if isinstance(entry, dict) and entry.get("run_id"):
-                out[key] = Run(
-                    id=str(entry["run_id"]),
-                    thread_id=entry.get("thread_id"),
-                    status=RunStatus.UNKNOWN,
-                    backend=str(entry.get("backend") or backend),
-                )
-        return out
+        return {
+            key: Run(
+                id=str(entry["run_id"]),
+                thread_id=entry.get("thread_id"),
+                status=RunStatus.UNKNOWN,
+                backend=str(entry.get("backend") or backend),
+            )
+            for key, entry in self.runs.items()
+        }
 
     async def start(
         self, *, flow_run_id: str | None, credentials: AgentRunsCredentials | None
     ) -> None:
-        """Record the flow run and the credentials, write now, and start the flusher."""
-        if flow_run_id and flow_run_id not in self.document["flow_runs"]:
-            self.document["flow_runs"].append(flow_run_id)
-        if credentials is not None:
-            self.document["credentials"] = credentials_reference(credentials)
-        self.document["backend"] = getattr(credentials, "backend", None)
+        """Record the flow run and the credentials reference (durably); start the flusher."""
+        reference = credentials_reference(credentials) if credentials is not None else None
+        self.credentials = reference
+        self.backend = getattr(credentials, "backend", None)
         if flow_run_id:
-            await _write(
-                await self.storage(), flow_run_path(flow_run_id), {"batch_key": self.batch_key}
-            )
-        await self.flush()
+            self.flow_runs.append(flow_run_id)
+            pointer = json.dumps({"batch_key": self.batch_key}).encode()
+            await _write(await self.storage(), flow_run_path(flow_run_id), pointer)
+        await self._append(
+            {
+                "t": "batch",
+                "batch_key": self.batch_key,
+                "flow_run": flow_run_id,
+                "backend": self.backend,
+                "credentials": reference,
+            },
+            durable=True,
+        )
         self._flusher = asyncio.ensure_future(self._flush_loop())
 
-    def record(self, key: str, run: Run) -> None:
-        """Remember ``key``'s run (written at the next throttled flush)."""
-        entry = self.runs.get(key)
-        new = not isinstance(entry, dict) or entry.get("run_id") != run.id
-        self.runs[key] = {
+    @staticmethod
+    def _run_record(key: str, run: Run) -> dict[str, Any]:
+        return {
+            "t": "run",
+            "key": key,
             "run_id": run.id,
             "thread_id": run.thread_id,
             "status": run.status.value,
             "backend": run.backend,
         }
-        self._dirty = True
-        if new:
-            self._pending += 1
-            if self._pending >= self.flush_every:
-                self._wake.set()
+
+    async def creating(self, key: str) -> None:
+        """Durably record that a create is about to be sent for ``key``."""
+        self.in_flight.add(key)
+        await self._append({"t": "creating", "key": key}, durable=True)
+
+    async def created(self, key: str, run: Run) -> None:
+        """Durably record ``key``'s run (a fresh create or a re-attachment)."""
+        self._apply(self._run_record(key, run))
+        await self._append(self._run_record(key, run), durable=True)
+
+    def refused(self, key: str) -> None:
+        """A create was refused (nothing exists): the key is no longer in flight."""
+        self.in_flight.discard(key)
+        self._pending.append({"t": "refused", "key": key})
+
+    def record(self, key: str, run: Run) -> None:
+        """Remember ``key``'s run and status (written at the next flush)."""
+        record = self._run_record(key, run)
+        entry = self.runs.get(key)
+        if entry is not None and entry["run_id"] == run.id and entry["status"] == run.status.value:
+            return
+        self._apply(record)
+        self._pending.append(record)
+
+    async def _append(self, record: dict[str, Any], *, durable: bool) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(record)
+        self._waiters.append(waiter)
+        await self._commit(durable=durable)
+        await waiter
+
+    async def _commit(self, *, durable: bool = False) -> None:
+        """Write every pending record in one append (group commit)."""
+        async with self._lock:
+            if not self._pending:
+                return
+            records, self._pending = self._pending, []
+            waiters, self._waiters = self._waiters, []
+            try:
+                await (await self._the_log()).append(records, durable=durable or bool(waiters))
+                self.writes += 1
+            except BaseException as exc:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                raise
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def _flush_loop(self) -> None:
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.flush_interval_seconds)
-            self._wake.clear()
-            if self._dirty:
-                try:
-                    await self.flush()
-                except Exception as exc:
-                    logger.warning("could not write the batch ledger %s: %s", self.path, exc)
+            await asyncio.sleep(self.flush_interval_seconds)
+            try:
+                await self._commit()
+            except Exception as exc:
+                logger.warning("could not write the batch ledger %s: %s", self.path, exc)
 
     async def flush(self) -> None:
-        """Write the ledger now."""
-        async with self._lock:
-            self._dirty = False
-            self._pending = 0
-            self._last_write = time.monotonic()
-            await _write(await self.storage(), self.path, self.document)
+        """Write the pending records now."""
+        await self._commit(durable=True)
 
     async def close(self) -> None:
-        """Stop the flusher and write the last state (shielded from cancellation)."""
+        """Stop the flusher and write the last records (shielded from cancellation)."""
         if self._flusher is not None:
             self._flusher.cancel()
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
             self._flusher = None
         try:
@@ -265,5 +463,4 @@ class BatchLedger:
 
     def credentials_reference(self) -> dict[str, Any] | None:
         """The recorded credentials reference, if any."""
-        ref = self.document.get("credentials")
-        return ref if isinstance(ref, dict) else None
+        return self.credentials if isinstance(self.credentials, dict) else None

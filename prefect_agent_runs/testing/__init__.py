@@ -14,5 +14,13 @@ from __future__ import annotations
 
 from prefect_agent_runs.testing.assistants import AssistantsEmulator, FakeClock
 from prefect_agent_runs.testing.langgraph_dev import LangGraphDevServer
+from prefect_agent_runs.testing.project_threads import ProjectThreadsEmulator
+from prefect_agent_runs.testing.workflow_runs import WorkflowRunsEmulator
 
-__all__ = ["AssistantsEmulator", "FakeClock", "LangGraphDevServer"]
+__all__ = [
+    "AssistantsEmulator",
+    "FakeClock",
+    "LangGraphDevServer",
+    "ProjectThreadsEmulator",
+    "WorkflowRunsEmulator",
+]

@@ -12,6 +12,8 @@ import pytest
 
 if TYPE_CHECKING:
     from prefect_agent_runs.testing.assistants import AssistantsEmulator
+    from prefect_agent_runs.testing.project_threads import ProjectThreadsEmulator
+    from prefect_agent_runs.testing.workflow_runs import WorkflowRunsEmulator
 
 
 @pytest.fixture
@@ -24,4 +26,31 @@ def assistants_emulator() -> Iterator[AssistantsEmulator]:
     from prefect_agent_runs.testing.assistants import AssistantsEmulator
 
     with AssistantsEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def workflow_runs_emulator() -> Iterator[WorkflowRunsEmulator]:
+    """A started :class:`~prefect_agent_runs.testing.workflow_runs.WorkflowRunsEmulator`.
+
+    Runs complete after 0.2 s with the output ``{"text": "echo: <input.message>", ...}``;
+    script others through the create body's ``metadata={"emulator": '{"outcome": "failed"}'}``.
+    """
+    from prefect_agent_runs.testing.workflow_runs import WorkflowRunsEmulator
+
+    with WorkflowRunsEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def project_threads_emulator() -> Iterator[ProjectThreadsEmulator]:
+    """A started :class:`~prefect_agent_runs.testing.project_threads.ProjectThreadsEmulator`.
+
+    Runs complete after 0.2 s with the assistant reply ``"echo: <message>"``; create threads
+    with ``emulator.create_thread()``, script runs through an ``emulator: {...}`` line of the
+    run's ``instructions``.
+    """
+    from prefect_agent_runs.testing.project_threads import ProjectThreadsEmulator
+
+    with ProjectThreadsEmulator() as emulator:
         yield emulator

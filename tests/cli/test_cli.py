@@ -171,8 +171,8 @@ def test_progress_terminal_redraws_one_line() -> None:
     bar.on_outcome(ok, 3, 4)
     bar.close()
     text = stream.getvalue()
-    assert text.count("\r") >= 4 and text.endswith("\n") and text.count("\n") == 1
-    assert "3/4 (75%, 1 failed)" in text
+    assert "\n" in text[-12:]  # the last line is ended (then rich shows the cursor again)
+    assert "3/4" in text and "75%" in text and "1 failed" in text  # drawn by rich
 
 
 # -- run, end to end ------------------------------------------------------------------------

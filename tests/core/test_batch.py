@@ -382,7 +382,9 @@ async def test_empty_batch() -> None:
 async def test_seconds_running_is_measured_with_the_monotonic_clock() -> None:
     client = FakeClient()
     ticks = iter([10.0, 12.5])
-    outcomes = await run_items(client, [req("a")], policy=POLICY, clock=lambda: next(ticks))
+    outcomes = await run_items(
+        client, [req("a")], policy=PollPolicy(jitter=0.0), clock=lambda: next(ticks)
+    )
     assert outcomes[0].seconds_running == 2.5
     assert outcomes[0].seconds_queued is None
 
@@ -446,3 +448,182 @@ async def test_unexpected_error_in_one_item_does_not_stop_others() -> None:
     outcomes = await run_items(client, [req("a"), req("bad"), req("b")], policy=POLICY)
     assert [o.ok for o in outcomes] == [True, False, True]
     assert outcomes[1].error_type == "KeyError"
+
+
+# -- the pool: requests in flight, runs alive, streaming, bulk watching ------------------------
+
+
+class CountingClient(FakeClient):
+    """Counts runs alive on the server (created, not yet seen terminal)."""
+
+    def __init__(self) -> None:
+        super().__init__(can_find=False)
+        self.alive = 0
+        self.max_alive = 0
+        self.creating = 0
+        self.max_creating = 0
+
+    async def create_run(self, request: RunRequest) -> Run:
+        self.creating += 1
+        self.max_creating = max(self.max_creating, self.creating)
+        try:
+            run = await super().create_run(request)
+        finally:
+            self.creating -= 1
+        self.alive += 1
+        self.max_alive = max(self.max_alive, self.alive)
+        return run
+
+    async def wait_for_run(self, run: Run | str, **kwargs: Any) -> Run:
+        done = await super().wait_for_run(run, **kwargs)
+        self.alive -= 1
+        return done
+
+
+async def test_max_active_runs_bounds_runs_alive_not_creates() -> None:
+    client = CountingClient()
+    requests = [req(f"k{i}", ticks=3) for i in range(40)]
+    outcomes = await run_items(
+        client, requests, policy=POLICY, max_concurrency=8, max_active_runs=5
+    )
+    assert all(o.ok for o in outcomes)
+    assert client.max_alive <= 5
+    assert client.max_creating <= 5
+
+
+async def test_unbounded_active_runs_lets_creates_run_ahead_of_waits() -> None:
+    client = CountingClient()
+    requests = [req(f"k{i}", ticks=50) for i in range(30)]
+    outcomes = await run_items(
+        client, requests, policy=POLICY, max_concurrency=2, max_active_runs=None
+    )
+    assert all(o.ok for o in outcomes)
+    assert client.max_creating <= 2  # requests bounded by max_concurrency
+    assert client.max_alive > 2  # but runs alive are not: the server queues them
+    assert client.max_in_flight <= 2  # watched one by one, two at a time
+
+
+async def test_default_max_active_runs_per_backend() -> None:
+    from prefect_agent_runs.batch import BOUNDED_ACTIVE_RUNS, default_max_active_runs
+
+    assert default_max_active_runs("langgraph") is None
+    assert default_max_active_runs("openai_assistants") == BOUNDED_ACTIVE_RUNS
+
+
+async def test_iterator_is_pulled_as_workers_need_items() -> None:
+    client = FakeClient()
+    pulled = 0
+
+    async def items() -> Any:
+        nonlocal pulled
+        for i in range(50):
+            pulled += 1
+            yield req(f"k{i}", ticks=2)
+
+    first_outcome_at: list[int] = []
+
+    def on_outcome(_: RunOutcome) -> None:
+        if not first_outcome_at:
+            first_outcome_at.append(pulled)
+
+    outcomes = await run_items(
+        client, items(), policy=POLICY, max_concurrency=2, max_active_runs=4, on_outcome=on_outcome
+    )
+    assert [o.key for o in outcomes] == [f"k{i}" for i in range(50)]
+    assert all(o.ok for o in outcomes)
+    assert first_outcome_at[0] <= 6  # not every item read before the first ended
+
+
+async def test_iterator_with_a_repeated_key_fails_that_item_only() -> None:
+    client = FakeClient()
+    outcomes = await run_items(
+        client, iter([req("a"), req("b"), req("a")]), policy=POLICY, max_concurrency=1
+    )
+    assert [o.ok for o in outcomes] == [True, True, False]
+    assert outcomes[2].error_type == "ValidationError"
+    assert client.calls["create_run"] == 2
+
+
+class BulkClient(FakeClient):
+    """A fake with the bulk_watch capability: one call reports on every run."""
+
+    capabilities = frozenset({"bulk_watch"})
+
+    def __init__(self, *, fail_sweeps: int = 0) -> None:
+        super().__init__(can_find=False)
+        self.sweeps = 0
+        self.fail_sweeps = fail_sweeps
+        self.swept_sizes: list[int] = []
+
+    async def watch_many(self, runs: Any) -> list[Run]:
+        self.sweeps += 1
+        self.swept_sizes.append(len(runs))
+        if self.fail_sweeps:
+            self.fail_sweeps -= 1
+            raise ServerError("fake: search failed: HTTP 503", status_code=503)
+        out = []
+        for run in runs:
+            current = self.runs[run.id]
+            script = self.scripts[run.id]
+            script.ticks -= 1
+            if script.ticks <= 0 and not current.status.is_terminal:
+                current = self._store(
+                    current, status=script.outcome, raw_status=script.outcome.value
+                )
+            out.append(current)
+        return out
+
+
+async def no_sleep(_: float) -> None:
+    await asyncio.sleep(0)
+
+
+async def test_bulk_watch_watches_many_runs_per_request() -> None:
+    client = BulkClient()
+    requests = [req(f"k{i}", ticks=2 + i % 3) for i in range(20)]
+    requests.append(req("bad", ticks=1, outcome=RunStatus.FAILED))
+    changes: list[tuple[str, RunStatus]] = []
+    outcomes = await run_items(
+        client,
+        requests,
+        policy=POLICY,
+        max_concurrency=4,
+        max_active_runs=None,
+        sleep=no_sleep,
+        on_change=lambda k, r: changes.append((k, r.status)),
+    )
+    assert [o.ok for o in outcomes] == [True] * 20 + [False]
+    assert outcomes[-1].status is RunStatus.FAILED
+    assert client.calls["wait_for_run"] == 0
+    assert client.sweeps < 21  # far fewer requests than runs
+    assert max(client.swept_sizes) > 1
+    assert ("k0", RunStatus.COMPLETED) in changes
+
+
+async def test_bulk_watch_tolerates_transient_sweep_errors() -> None:
+    client = BulkClient(fail_sweeps=3)
+    outcomes = await run_items(
+        client, [req("a", ticks=1)], policy=POLICY, max_active_runs=None, sleep=no_sleep
+    )
+    assert outcomes[0].ok
+
+
+async def test_bulk_watch_times_out_and_cancels() -> None:
+    client = BulkClient()
+    now = [0.0]
+
+    async def advance(_: float) -> None:
+        now[0] += 10.0
+        await asyncio.sleep(0)
+
+    outcomes = await run_items(
+        client,
+        [req("slow", ticks=1000)],
+        policy=PollPolicy(timeout_seconds=25, jitter=0.0),
+        max_active_runs=None,
+        sleep=advance,
+        clock=lambda: now[0],
+    )
+    assert outcomes[0].error_type == "RunTimedOut"
+    assert client.calls["cancel_run"] == 1
+    assert client.runs[outcomes[0].run.id].status is RunStatus.CANCELLED  # type: ignore[union-attr]

@@ -81,13 +81,19 @@ def test_secret_never_in_repr_or_json(block: Block) -> None:
     assert SECRET not in str(block.model_dump())
 
 
-def test_backend_not_built_raises_not_supported_from_get_client() -> None:
-    # constructing and importing are fine; only asking for a client says it is not built
+def test_workflow_and_project_blocks_build_their_clients() -> None:
+    # the two backends are built (they used to raise NotSupported from get_client)
+    from prefect_agent_runs.backends.project_threads import ProjectThreadsClient
+    from prefect_agent_runs.backends.workflow_runs import WorkflowRunsClient
+    from prefect_agent_runs.errors import ValidationError
+
     credentials = WorkflowRunsCredentials(base_url="http://127.0.0.1:1", api_key="x")
-    with pytest.raises(NotSupported, match="workflow_runs"):
-        credentials.get_client()
-    with pytest.raises(NotSupported, match="project_threads"):
+    assert isinstance(credentials.get_client(), WorkflowRunsClient)
+    project = ProjectThreadsCredentials(token="x", project_id="p1", team_id="t1")
+    assert isinstance(project.get_client(), ProjectThreadsClient)
+    with pytest.raises(ValidationError, match="project_id"):
         ProjectThreadsCredentials(token="x").get_client()
+    assert NotSupported  # still raised by a backend that is not registered
 
 
 async def test_save_and_load_keep_the_secret_usable(prefect_harness: None) -> None:

@@ -1,0 +1,257 @@
+"""Batches at any size: items by reference, small flow-run parameters, the ledger's durability.
+
+The 10,000-item batch runs on the Assistants emulator with Prefect's default server
+settings (the 512 KiB parameter cap included) and reads the flow run back from the API.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.client.orchestration import get_client
+
+from prefect_agent_runs import AssistantsCredentials, RunRequest, RunStatus
+from prefect_agent_runs.flows import arun_batch, run_batch
+from prefect_agent_runs.flows._ledger import BatchLedger, LedgerUnreadable, batch_path
+from prefect_agent_runs.flows.sources import ItemsSource
+from prefect_agent_runs.models import METADATA_BATCH_KEY
+from prefect_agent_runs.testing import AssistantsEmulator
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+PARAMETER_LIMIT = 16 * 1024
+
+
+@pytest.fixture
+def emulator() -> Iterator[AssistantsEmulator]:
+    with AssistantsEmulator(run_seconds=0.01, poll_after_ms=10) as emu:
+        yield emu
+
+
+def items(n: int, *, fail_every: int = 0) -> list[RunRequest]:
+    out = []
+    for i in range(n):
+        metadata = {}
+        if fail_every and i % fail_every == 0:
+            metadata["emulator"] = json.dumps({"outcome": "failed"})
+        out.append(
+            RunRequest(
+                key=f"item-{i}", assistant_id="asst_echo", message=f"q{i}", metadata=metadata
+            )
+        )
+    return out
+
+
+async def parameters_of(flow_run_id: Any) -> dict[str, Any]:
+    async with get_client() as client:
+        flow_run = await client.read_flow_run(flow_run_id)
+    return dict(flow_run.parameters)
+
+
+async def test_10000_items_keep_the_flow_run_parameters_small(
+    emulator: AssistantsEmulator, batch_key: str
+) -> None:
+    credentials = AssistantsCredentials(base_url=emulator.base_url, api_key="sk-test-key")
+    state = await run_batch(
+        credentials,
+        items(10_000, fail_every=500),
+        batch_key=batch_key,
+        max_concurrency=128,
+        return_state=True,
+    )
+    result = await state.result()
+    assert len(result.outcomes) == 10_000
+    for i, outcome in enumerate(result.outcomes):
+        assert outcome.key == f"item-{i}"
+        if i % 500 == 0:
+            assert outcome.status is RunStatus.FAILED, outcome
+        else:
+            assert outcome.ok, outcome
+            assert outcome.result is not None and outcome.result.text == f"echo: q{i}"
+    assert state.message == "9980 completed, 20 failed"
+    parameters = await parameters_of(state.state_details.flow_run_id)
+    assert len(json.dumps(parameters, default=str).encode()) < PARAMETER_LIMIT
+    assert parameters["requests"]["storage"] == "result"
+    assert parameters["requests"]["count"] == 10_000
+    tagged = [
+        r for r in emulator.runs() if (r.get("metadata") or {}).get(METADATA_BATCH_KEY) == batch_key
+    ]
+    assert len(tagged) == 10_000  # nothing started twice
+
+
+async def test_calling_the_flow_object_with_a_list_stores_it(
+    emulator: AssistantsEmulator, batch_key: str
+) -> None:
+    credentials = AssistantsCredentials(base_url=emulator.base_url, api_key="sk-test-key")
+    state = await arun_batch(credentials, items(30), batch_key=batch_key, return_state=True)
+    result = await state.result()
+    assert all(o.ok for o in result.outcomes)
+    parameters = await parameters_of(state.state_details.flow_run_id)
+    assert parameters["requests"]["count"] == 30
+    async with get_client() as client:
+        flow_run = await client.read_flow_run(state.state_details.flow_run_id)
+    assert flow_run.name == batch_key
+    assert f"batch:{batch_key}" in flow_run.tags
+
+
+def test_sync_run_batch_with_a_jsonl_path(
+    emulator: AssistantsEmulator, batch_key: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "items.jsonl"
+    path.write_text(
+        "".join(json.dumps({"key": f"j{i}", "message": f"m{i}"}) + "\n" for i in range(12))
+    )
+    credentials = AssistantsCredentials(base_url=emulator.base_url, api_key="sk-test-key")
+    result = run_batch(
+        credentials,
+        ItemsSource(path=str(path), assistant_id="asst_echo"),
+        batch_key=batch_key,
+    )
+    assert [o.key for o in result.outcomes] == [f"j{i}" for i in range(12)]
+    assert [o.result.text for o in result.outcomes if o.result] == [
+        f"echo: m{i}" for i in range(12)
+    ]
+
+
+async def test_csv_url_source(emulator: AssistantsEmulator, batch_key: str, tmp_path: Path) -> None:
+    path = tmp_path / "items.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["key", "message", "assistant_id"])
+        for i in range(5):
+            writer.writerow([f"c{i}", f"line one {i}\nline two", "asst_echo"])
+    credentials = AssistantsCredentials(base_url=emulator.base_url, api_key="sk-test-key")
+    result = await run_batch(credentials, f"file://{path}", batch_key=batch_key)
+    assert [o.key for o in result.outcomes] == [f"c{i}" for i in range(5)]
+    assert all(o.ok for o in result.outcomes)
+
+
+async def test_a_bad_line_in_a_source_sends_nothing(
+    emulator: AssistantsEmulator, batch_key: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "items.jsonl"
+    path.write_text('{"key": "a", "message": "x"}\n{"key": "a", "message": "y"}\n')
+    credentials = AssistantsCredentials(base_url=emulator.base_url, api_key="sk-test-key")
+    state = await run_batch(
+        credentials,
+        ItemsSource(path=str(path), assistant_id="asst_echo"),
+        batch_key=batch_key,
+        return_state=True,
+    )
+    assert state.is_failed()
+    assert "line 2" in (state.message or "")
+    assert emulator.runs() == []
+
+
+# -- the ledger ------------------------------------------------------------------------------
+
+
+async def test_ledger_records_a_create_before_it_is_sent(batch_key: str) -> None:
+    """A SIGKILL between the create and the next flush used to lose the run (issue 13)."""
+    from prefect_agent_runs.models import Run
+
+    ledger = BatchLedger(batch_key)
+    await ledger.load()
+    await ledger.start(flow_run_id=None, credentials=None)
+    await ledger.creating("a")
+    # no flush, no close: another process reads the ledger now, as after a SIGKILL
+    reread = await BatchLedger(batch_key).load()
+    assert reread.in_flight == {"a"}
+    run = Run(
+        id="run_1", thread_id="thread_1", status=RunStatus.QUEUED, backend="openai_assistants"
+    )
+    await ledger.created("a", run)
+    reread = await BatchLedger(batch_key).load()
+    assert reread.in_flight == set()
+    assert reread.known_runs("openai_assistants")["a"].id == "run_1"
+    await ledger.close()
+
+
+async def test_ledger_read_error_is_raised_not_ignored(batch_key: str) -> None:
+    ledger = BatchLedger(batch_key)
+    await ledger.load()
+    await ledger.start(flow_run_id=None, credentials=None)
+    await ledger.close()
+    log = ledger._log
+    assert log is not None and log.local is not None
+    log.local.chmod(0)
+    try:
+        if log.local.stat().st_mode & 0o444 == 0 and _can_read(log.local):
+            # root reads anything: make the path unreadable another way
+            log.local.chmod(0o644)
+            log.local.unlink()
+            log.local.mkdir()
+        with pytest.raises(LedgerUnreadable, match="cannot read the batch ledger"):
+            await BatchLedger(batch_key).load()
+    finally:
+        if log.local.is_dir():
+            log.local.rmdir()
+        else:
+            log.local.chmod(0o644)
+
+
+def _can_read(path: Path) -> bool:
+    try:
+        path.read_bytes()
+    except PermissionError:
+        return False
+    return True
+
+
+async def test_ledger_write_cost_does_not_grow_with_the_batch(batch_key: str) -> None:
+    from prefect_agent_runs.models import Run
+
+    ledger = BatchLedger(batch_key)
+    await ledger.load()
+    await ledger.start(flow_run_id=None, credentials=None)
+    log = ledger._log
+    assert log is not None and log.local is not None
+    sizes = []
+    for i in range(2000):
+        run = Run(id=f"run_{i}", status=RunStatus.QUEUED, backend="openai_assistants")
+        before = log.local.stat().st_size
+        await ledger.created(f"k{i}", run)
+        sizes.append(log.local.stat().st_size - before)
+    assert max(sizes[-100:]) <= max(sizes[:100]) + 10  # appends, never rewrites
+    await ledger.close()
+
+
+async def test_ledger_never_holds_a_secret(
+    emulator: AssistantsEmulator, batch_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    canary = "sk-canary-5d1f0c9e2b7a"
+    monkeypatch.setenv("MY_ASSISTANTS_KEY", canary)
+    credentials = AssistantsCredentials(base_url=emulator.base_url, api_key=canary)
+    await run_batch(credentials, items(3), batch_key=batch_key)
+    ledger = await BatchLedger(batch_key).load()
+    log = ledger._log
+    assert log is not None and log.local is not None
+    text = log.local.read_text()
+    assert canary not in text
+    reference = ledger.credentials_reference()
+    assert reference is not None
+    assert reference["secrets_from_env"] == {"api_key": "MY_ASSISTANTS_KEY"}
+    from prefect_agent_runs.flows._ledger import load_credentials
+
+    loaded = await load_credentials(reference)
+    assert loaded is not None
+    assert loaded.api_key.get_secret_value() == canary  # type: ignore[attr-defined]
+
+
+async def test_inline_key_is_not_recorded_and_the_flow_says_so(
+    emulator: AssistantsEmulator, batch_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    canary = "sk-inline-only-8c2e41"
+    credentials = AssistantsCredentials(base_url=emulator.base_url, api_key=canary)
+    await run_batch(credentials, items(2), batch_key=batch_key)
+    ledger = await BatchLedger(batch_key).load()
+    assert ledger.credentials_reference() is None
+    assert ledger._log is not None and ledger._log.local is not None
+    assert canary not in ledger._log.local.read_text()
+    assert any("in process" in r.getMessage() for r in caplog.records)
+    assert batch_path(batch_key).endswith(".jsonl")
