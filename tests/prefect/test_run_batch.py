@@ -135,7 +135,9 @@ async def test_resume_after_kill(langgraph_url: str, probe: LangGraphProbe, batc
         child.kill()  # SIGKILL: no cleanup, no hook
         child.wait(timeout=10)
     before = len(probe.batch_threads(batch_key))
-    assert 0 < before < n, before
+    # LangGraph queues every run (max_active_runs=None), so the kill may land after the
+    # last create: the rerun must then re-attach to all of them and create none.
+    assert 0 < before <= n, before
 
     start = time.monotonic()
     result = await run_batch(
