@@ -94,11 +94,14 @@ class BatchClient(Protocol):
 
     backend: Any
 
-    async def create_run(self, request: RunRequest) -> Run: ...
+    async def create_run(self, request: RunRequest) -> Run:
+        """Start a run for one item."""
 
-    async def find_run(self, request: RunRequest) -> Run | None: ...
+    async def find_run(self, request: RunRequest) -> Run | None:
+        """The run an earlier attempt started for this item, if any."""
 
-    async def get_run(self, run_id: str, *, thread_id: str | None = None) -> Run: ...
+    async def get_run(self, run_id: str, *, thread_id: str | None = None) -> Run:
+        """Read a run."""
 
     async def wait_for_run(
         self,
@@ -109,11 +112,14 @@ class BatchClient(Protocol):
         cancel_on_timeout: bool | None = None,
         policy: PollPolicy | None = None,
         on_change: Callable[[Run], Any] | None = None,
-    ) -> Run: ...
+    ) -> Run:
+        """Wait until the run is terminal, calling ``on_change`` on each status change."""
 
-    async def get_result(self, run: Run) -> ThreadResult: ...
+    async def get_result(self, run: Run) -> ThreadResult:
+        """Read what a completed run wrote to its thread."""
 
-    async def cancel_run(self, run_id: str, *, thread_id: str | None = None) -> Run: ...
+    async def cancel_run(self, run_id: str, *, thread_id: str | None = None) -> Run:
+        """Cancel a run."""
 
 
 @runtime_checkable

@@ -58,6 +58,7 @@ from prefect_agent_runs.transient import (
 __all__ = [
     "USER_AGENT",
     "ErrorParser",
+    "Limiter",
     "RetryMode",
     "RetryPolicy",
     "Transport",
@@ -71,11 +72,20 @@ __all__ = [
 logger = logging.getLogger("prefect_agent_runs.http")
 
 USER_AGENT = f"prefect-agent-runs/{__version__}"
+"""The ``User-Agent`` header of every request."""
+
 MAX_BODY_BYTES = 16 * 1024 * 1024
 """Largest answer read (issue 13: a 50 MB answer was read and decoded whole); a longer one
 is refused with a :class:`ServerError` after reading at most this many bytes."""
 BODY_TOO_LARGE = "body_too_large"
 """``ApiError.code`` of an answer longer than ``max_body_bytes``."""
+
+Limiter = Callable[[], contextlib.AbstractAsyncContextManager[object]]
+"""A limit shared beyond this process, taken around every request: a callable returning
+an async context manager (entered before the request is sent, left when its answer is in).
+
+The transport knows nothing of Prefect; the credentials blocks inject one built on Prefect's
+global concurrency limits (:func:`prefect_agent_runs.blocks.limits.global_limiter`)."""
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -185,6 +195,8 @@ class Transport:
         max_body_bytes: Longest answer read (a longer one raises :class:`ServerError`).
         verify_tls: Verify the server's TLS certificate (the default). Turning it off is
             logged as a warning.
+        limiter: A shared limit taken around each request and each stream (after the
+            local ``max_concurrency`` slot); settable later as ``transport.limiter``.
 
     Raises:
         ValidationError: ``base_url`` is not an ``http(s)://host`` URL.
@@ -208,8 +220,10 @@ class Transport:
         error_parser: ErrorParser | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         verify_tls: bool = True,
+        limiter: Limiter | None = None,
     ) -> None:
         self.backend = backend
+        self.limiter = limiter
         check_base_url(base_url, backend=backend)
         self.base_url = base_url.rstrip("/")
         self.max_body_bytes = max_body_bytes
@@ -294,6 +308,9 @@ class Transport:
             reached_server=reached,
         )
 
+    def _limit(self) -> contextlib.AbstractAsyncContextManager[object]:
+        return self.limiter() if self.limiter is not None else contextlib.nullcontext()
+
     @property
     def slots(self) -> asyncio.Semaphore:
         """The semaphore that bounds requests in flight to ``max_concurrency``."""
@@ -318,7 +335,7 @@ class Transport:
             httpx.Timeout(timeout) if timeout is not None else httpx.USE_CLIENT_DEFAULT
         )
         try:
-            async with self.slots:
+            async with self.slots, self._limit():
                 request = self.client.build_request(
                     method,
                     path,
@@ -528,6 +545,7 @@ class Transport:
         try:
             async with (
                 self.slots,
+                self._limit(),
                 self.client.stream(
                     method,
                     path,

@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 ItemFormat = Literal["jsonl", "csv"]
+"""The item file formats: JSON Lines or CSV."""
 
 FIELDS = (
     "key",

@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 SNIPPET_CHARS = 300
+"""The longest snippet of a server's answer quoted in an error message."""
 
 ErrorParser: TypeAlias = Callable[[Any], "tuple[str | None, str | None, dict[str, list[str]]]"]
 """Reads (message, code, field errors) from a decoded JSON error body."""

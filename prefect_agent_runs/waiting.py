@@ -67,7 +67,9 @@ __all__ = [
 logger = logging.getLogger("prefect_agent_runs.waiting")
 
 Clock = Callable[[], float]
+"""A monotonic clock in seconds (``time.monotonic``; tests inject a fake one)."""
 Sleep = Callable[[float], Awaitable[None]]
+"""An async sleep (``asyncio.sleep``; tests inject one that only advances a fake clock)."""
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ os.environ.setdefault("LANGSMITH_TRACING", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 from prefect_agent_runs.testing.langgraph_dev import LangGraphDevServer
+from prefect_agent_runs.testing.prefect_server import PrefectServer
 
 
 @pytest.fixture(scope="session")
@@ -63,3 +64,11 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[PrefectServer]:
+    """A real ``prefect server start`` (SQLite, free loopback port) for other processes:
+    served deployments, process workers, events from flow runs in subprocesses."""
+    with PrefectServer() as server:
+        yield server

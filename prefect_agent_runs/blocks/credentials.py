@@ -17,7 +17,9 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from prefect.blocks.abstract import CredentialsBlock
-from pydantic import BaseModel, Field, HttpUrl, SecretStr
+from prefect.blocks.core import InvalidBlockRegistration
+from prefect.blocks.core import schema_extra as _prefect_schema_extra
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr
 
 from prefect_agent_runs.backends import registry
 from prefect_agent_runs.backends.base import BaseRunsClient
@@ -33,15 +35,65 @@ __all__ = [
     "credentials_class",
 ]
 
-_LOGO = "https://images.ctfassets.net/gm98wzqotmnx/08yCE6xpJMX9Kjl5VArDS/c2ede674c20f90b9b6edeab71feffac9/prefect-logo-mark-solid-white-500.png?h=250"
 _DOCS = "https://github.com/prefect-agent-runs/prefect-agent-runs#readme"
+_LOGOS = "https://raw.githubusercontent.com/prefect-agent-runs/prefect-agent-runs/main/prefect_agent_runs/blocks/logos"
+"""Where the block logos shipped in the package (``blocks/logos/*.svg``) are published."""
+
+
+def logo_url(name: str) -> HttpUrl:
+    """The published URL of ``prefect_agent_runs/blocks/logos/<name>.svg``."""
+    return HttpUrl(f"{_LOGOS}/{name}.svg")
+
+
+def _has_logo(name: str) -> bool:
+    from pathlib import Path
+
+    return (Path(__file__).parent / "logos" / f"{name}.svg").is_file()
+
+
+_TITLES = {
+    "api_key": "API key",
+    "token": "Token",
+    "base_url": "Base URL",
+    "api_version": "API version",
+    "client_id": "Client ID",
+    "project_id": "Project ID",
+    "extra_headers": "Extra headers",
+    "request_timeout_seconds": "Request timeout (seconds)",
+    "max_retries": "Max retries",
+    "max_concurrency": "Max concurrency",
+}
+_LIMIT_FIELDS = ("global_concurrency_limit", "global_rate_limit")
+
+
+def _credentials_schema_extra(schema: dict[str, Any], model: type[Any]) -> None:
+    """Prefect's block schema, with readable titles and the secrets first, then ``base_url``
+    (the UI shows the fields in this order)."""
+    _prefect_schema_extra(schema, model)
+    properties: dict[str, Any] = schema.get("properties", {})
+    for name, prop in properties.items():
+        if name in _TITLES:
+            prop["title"] = _TITLES[name]
+    secrets = [n for n in properties if n in set(schema.get("secret_fields", []))]
+    first = [*secrets, *(["base_url"] if "base_url" in properties else [])]
+    schema["properties"] = {
+        **{n: properties[n] for n in first},
+        **{n: p for n, p in properties.items() if n not in first},
+    }
 
 
 class AgentRunsCredentials(CredentialsBlock):
-    """Fields and behaviour shared by the credentials blocks of every backend."""
+    """Fields and behaviour shared by the credentials blocks of every backend.
+
+    ``AgentRunJob.credentials`` is typed with this class (any backend's block), so Prefect
+    registers it as a block type too. A backend's own block is registered only once the
+    backend is built: see :meth:`register_type_and_schema`.
+    """
+
+    model_config = ConfigDict(json_schema_extra=_credentials_schema_extra)
 
     _documentation_url: ClassVar[HttpUrl | None] = HttpUrl(_DOCS)
-    _logo_url: ClassVar[HttpUrl | None] = HttpUrl(_LOGO)
+    _logo_url: ClassVar[HttpUrl | None] = None
     backend: ClassVar[str] = ""
 
     base_url: str = Field(default="", description="The API root of the backend.")
@@ -62,6 +114,50 @@ class AgentRunsCredentials(CredentialsBlock):
         description="Verify the server's TLS certificate. Turn off only for a test server: "
         "it is logged as a warning.",
     )
+    global_concurrency_limit: str | None = Field(
+        default=None,
+        title="Global concurrency limit",
+        description="Name of a Prefect global concurrency limit: each request to the platform "
+        "holds one slot while in flight, across every flow run.",
+    )
+    global_rate_limit: str | None = Field(
+        default=None,
+        title="Global rate limit",
+        description="Name of a Prefect global concurrency limit with slot decay: each request "
+        "to the platform takes one slot (requests per unit of time, across every flow run).",
+    )
+
+    @classmethod
+    def _check_built(cls) -> None:
+        if cls.backend and cls.backend not in registry.names():
+            raise InvalidBlockRegistration(
+                f"{cls.__name__}: the {cls.backend} backend is not built; its block type "
+                "is not offered"
+            )
+
+    @classmethod
+    def register_type_and_schema(cls, client: Any = None, **kwargs: Any) -> Any:
+        """Register the block type with Prefect, once its backend is built.
+
+        Raises:
+            InvalidBlockRegistration: The backend is not registered (not built yet), so the
+                block would not work: ``prefect block register`` skips it.
+        """
+        cls._check_built()
+        if client is not None:
+            kwargs["client"] = client
+        return super().register_type_and_schema(**kwargs)  # _sync: Prefect's dispatch
+
+    @classmethod
+    async def aregister_type_and_schema(cls, client: Any = None) -> None:
+        """The async twin of :meth:`register_type_and_schema`.
+
+        Raises:
+            InvalidBlockRegistration: The backend is not registered (not built yet).
+        """
+        cls._check_built()
+        kwargs = {"client": client} if client is not None else {}
+        await super().aregister_type_and_schema(**kwargs)
 
     def client_values(self) -> dict[str, Any]:
         """The block's fields as the backend's client takes them (secrets unwrapped).
@@ -71,6 +167,8 @@ class AgentRunsCredentials(CredentialsBlock):
         """
         values: dict[str, Any] = {}
         for name in type(self).model_fields:
+            if name in _LIMIT_FIELDS:  # taken by the transport's limiter, not the client
+                continue
             value = getattr(self, name)
             values[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
         if values.get("verify_tls") is True:
@@ -96,7 +194,15 @@ class AgentRunsCredentials(CredentialsBlock):
                 "AssistantsCredentials.",
                 backend=self.backend or None,
             ) from None
-        return spec.build_client(self.client_values(), **overrides)
+        client = spec.build_client(self.client_values(), **overrides)
+        from prefect_agent_runs.blocks.limits import global_limiter
+
+        limiter = global_limiter(
+            concurrency_limit=self.global_concurrency_limit, rate_limit=self.global_rate_limit
+        )
+        if limiter is not None:  # docs: "Rate limits across flow runs"
+            client.transport.limiter = limiter
+        return client
 
 
 class LangGraphCredentials(AgentRunsCredentials):
@@ -119,6 +225,7 @@ class LangGraphCredentials(AgentRunsCredentials):
     """
 
     _block_type_name: ClassVar[str | None] = "LangGraph Credentials"
+    _logo_url: ClassVar[HttpUrl | None] = logo_url("langgraph")
     _description: ClassVar[str | None] = (
         "Credentials and address of a LangGraph Platform deployment or Agent Server."
     )
@@ -159,6 +266,7 @@ class AssistantsCredentials(AgentRunsCredentials):
     """
 
     _block_type_name: ClassVar[str | None] = "Assistants Credentials"
+    _logo_url: ClassVar[HttpUrl | None] = logo_url("openai_assistants")
     _description: ClassVar[str | None] = (
         "Credentials for an OpenAI-compatible Assistants API v2 (Azure OpenAI, Cortex)."
     )
@@ -232,6 +340,7 @@ def _build_block(spec: registry.BackendSpec) -> type[AgentRunsCredentials]:
         "__qualname__": spec.credentials_block,
         "__doc__": settings.__doc__ or f"Credentials of the {spec.name} backend.",
         "_block_type_name": spec.block_type_name,
+        "_logo_url": logo_url(spec.name) if _has_logo(spec.name) else None,
         "_description": spec.description or f"Credentials of the {spec.name} backend.",
         "backend": spec.name,
     }
@@ -259,6 +368,7 @@ def _planned_workflow_runs() -> type[AgentRunsCredentials]:
         """
 
         _block_type_name: ClassVar[str | None] = "Workflow Runs Credentials"
+        _logo_url: ClassVar[HttpUrl | None] = logo_url("workflow_runs")
         _description: ClassVar[str | None] = (
             "Credentials for a Linkage-style workflow-runs API with an event log."
         )
@@ -292,6 +402,7 @@ def _planned_project_threads() -> type[AgentRunsCredentials]:
         """
 
         _block_type_name: ClassVar[str | None] = "Project Threads Credentials"
+        _logo_url: ClassVar[HttpUrl | None] = logo_url("project_threads")
         _description: ClassVar[str | None] = (
             "Credentials for a project thread-runs API authenticated with a JWT."
         )

@@ -21,7 +21,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 from pydantic import Field, HttpUrl, SerializeAsAny, field_validator
 
 from prefect_agent_runs.backends.base import RunsClient
-from prefect_agent_runs.blocks.credentials import _DOCS, _LOGO, AgentRunsCredentials
+from prefect_agent_runs.blocks.credentials import _DOCS, AgentRunsCredentials, logo_url
 from prefect_agent_runs.models import Run, RunRequest, RunStatus, ThreadResult
 from prefect_agent_runs.waiting import PollPolicy, raise_for_outcome
 
@@ -312,7 +312,7 @@ class AgentRunJob(JobBlock):  # type: ignore[type-arg]
         "A remote agent, assistant or workflow run to trigger, wait for and read back."
     )
     _documentation_url: ClassVar[HttpUrl | None] = HttpUrl(_DOCS)
-    _logo_url: ClassVar[HttpUrl | None] = HttpUrl(_LOGO)
+    _logo_url: ClassVar[HttpUrl | None] = logo_url("agent_run_job")
 
     credentials: AnyCredentials = Field(default=..., description="The backend's credentials block.")
 

@@ -25,6 +25,7 @@ OPTION_FLAGS = ("api_version",)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``prefect-agent-runs run``: one remote run per item; the exit code (0, 1 or 2)."""
     credentials = _credentials(args)
     if args.items == "-" and sys.stdin.isatty():
         raise UsageError("no items: give a .jsonl/.csv file or pipe JSON lines on stdin")
@@ -136,6 +137,7 @@ def _load_block(name: str) -> Any:
 
 
 def open_out(path: str | None) -> TextIO | None:
+    """The ``--out`` file opened for writing, or None without one."""
     if path is None:
         return None
     try:
@@ -145,6 +147,7 @@ def open_out(path: str | None) -> TextIO | None:
 
 
 def write_records(result: BatchResult, stream: TextIO) -> None:
+    """One JSON line per item of ``result`` to ``stream``."""
     for record in result.to_records():
         stream.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
     stream.flush()

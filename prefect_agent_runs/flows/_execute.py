@@ -38,6 +38,7 @@ from prefect_agent_runs.flows._artifacts import (
     write_final_artifacts,
 )
 from prefect_agent_runs.flows._ledger import BatchLedger
+from prefect_agent_runs.flows.events import RunEventEmitter
 from prefect_agent_runs.flows.progress import notify_progress
 from prefect_agent_runs.models import BatchFailed, BatchResult, FailOn, Run, RunOutcome, RunRequest
 
@@ -187,12 +188,14 @@ class _Job:
         self.logger = logger
         self.active: dict[str, Run] = {}
         self.warnings = 0
+        self.events = RunEventEmitter(client.backend, ledger.batch_key)  # docs: Prefect events
 
     async def on_creating(self, key: str, request: RunRequest) -> None:
         await self.ledger.creating(key)
 
     async def on_created(self, key: str, run: Run) -> None:
         self.active[key] = run
+        self.events.run_seen(key, run)
         await self.ledger.created(key, run)
         if self.mode != "wait":
             how = "created" if key in self.client.created else "re-attached to"
@@ -201,11 +204,13 @@ class _Job:
     def on_change(self, key: str, run: Run) -> None:
         if key in self.active:
             self.active[key] = run
+        self.events.run_seen(key, run)
         self.ledger.record(key, run)
         self.logger.debug("item %s: %s", key, run.describe())
 
     def on_outcome(self, outcome: RunOutcome) -> None:
         self.active.pop(outcome.key, None)
+        self.events.outcome(outcome)
         if outcome.run is not None:
             self.ledger.record(outcome.key, outcome.run)
         elif outcome.attempts:

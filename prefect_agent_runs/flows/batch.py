@@ -437,5 +437,8 @@ def wait_for_runs_sync(
 # -- dispatching names (sync callers run the sync flow; async callers get a coroutine) --
 
 run_batch: Any = async_dispatch(arun_batch)(run_batch_sync)
+"""Run a batch: :func:`arun_batch` (awaitable) in async code, :func:`run_batch_sync` in sync code."""
 create_runs: Any = async_dispatch(acreate_runs)(create_runs_sync)
+"""Start runs: :func:`acreate_runs` in async code, :func:`create_runs_sync` in sync code."""
 wait_for_runs = async_dispatch(await_for_runs)(wait_for_runs_sync)  # type: ignore[arg-type]
+"""Wait for runs: :func:`await_for_runs` in async code, :func:`wait_for_runs_sync` in sync code."""

@@ -73,6 +73,7 @@ PASSTHROUGH_FIELDS = frozenset(
         "langsmith_tracer",
     }
 )
+"""Run-create fields that ``RunRequest.options`` may pass through."""
 
 
 class LangGraphCore(BaseRunsClient):

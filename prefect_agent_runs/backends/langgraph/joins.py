@@ -40,6 +40,7 @@ class StatusCheck:
         self.full = asyncio.Event()
 
     async def interrupted(self, thread_id: str) -> bool:
+        """Whether the thread is interrupted (checked with others in one search)."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.pending.setdefault(thread_id.lower(), []).append(future)
         if len(self.pending) >= CONFIRM_MAX_THREADS:

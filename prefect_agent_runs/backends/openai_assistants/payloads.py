@@ -52,8 +52,10 @@ RUN_OPTIONS = frozenset(
         "response_format",
     }
 )
+"""Run-create fields that ``RunRequest.options`` may pass through."""
 # Options that belong to the thread we create for a request without a thread.
 THREAD_OPTIONS = frozenset({"tool_resources"})
+"""Thread-create fields that ``RunRequest.options`` may pass through."""
 
 _ACTIVE_RUN_PATTERNS = (
     re.compile(r"already has an active run\s+['\"]?([A-Za-z0-9_\-]+)"),

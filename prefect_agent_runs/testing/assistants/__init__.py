@@ -29,6 +29,7 @@ __all__ = [
 
 
 DEMO_ASSISTANT_ID = "asst_demo"
+"""The assistant id of the demo batch (any id works against the emulator)."""
 
 
 @contextlib.contextmanager

@@ -1,0 +1,82 @@
+"""The API reference is generated from docstrings: every public name must have one.
+
+Public: what a module lists in ``__all__`` (or, without ``__all__``, its classes and
+functions not named with a leading underscore), and the methods and properties of those
+classes; in modules not named with a leading underscore. Aliases (re-exports) are checked
+where they are defined.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import griffe
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def undocumented() -> list[str]:
+    package = griffe.load(
+        "prefect_agent_runs",
+        search_paths=[str(REPO)],
+        docstring_parser=griffe.Parser.google,
+        resolve_aliases=False,
+    )
+    missing: list[str] = []
+
+    def documented(obj: griffe.Object) -> bool:
+        return bool(obj.docstring and obj.docstring.value.strip())
+
+    def visit(obj: griffe.Object) -> None:
+        exported = obj.exports if obj.is_module else None
+        for name, member in obj.members.items():
+            if name.startswith("_") or member.is_alias:
+                continue
+            assert isinstance(member, griffe.Object)
+            if member.is_module:
+                if not documented(member):
+                    missing.append(member.path)
+                visit(member)
+                continue
+            if exported is not None and name not in exported:
+                continue
+            if member.is_class or member.is_function:
+                if not documented(member):
+                    missing.append(member.path)
+                if member.is_class:
+                    visit(member)
+            elif (
+                member.is_attribute
+                and obj.is_module
+                and exported is not None
+                and not documented(member)
+            ):
+                missing.append(member.path)
+
+    visit(package)
+    return missing
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    missing = undocumented()
+    assert not missing, "public names without a docstring:\n" + "\n".join(missing)
+
+
+def test_every_docs_page_in_the_nav_exists() -> None:
+    import yaml
+
+    config = yaml.safe_load((REPO / "mkdocs.yml").read_text())
+
+    def pages(nav: object) -> list[str]:
+        if isinstance(nav, str):
+            return [nav]
+        if isinstance(nav, list):
+            return [p for item in nav for p in pages(item)]
+        if isinstance(nav, dict):
+            return [p for value in nav.values() for p in pages(value)]
+        return []
+
+    listed = pages(config["nav"])
+    assert len(listed) > 15
+    for page in listed:
+        assert (REPO / "docs" / page).is_file(), page

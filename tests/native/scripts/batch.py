@@ -1,0 +1,46 @@
+"""Run one batch against an Assistants API at argv[1] and print its counts as JSON.
+
+Usage: batch.py BASE_URL BATCH_KEY ITEMS FAIL_EVERY [SLOW_SECONDS] [LIMIT_NAME]
+Items whose index is a multiple of FAIL_EVERY fail at once; the others complete after
+SLOW_SECONDS. LIMIT_NAME names a global concurrency limit for the credentials block.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from prefect_agent_runs import AssistantsCredentials, RunRequest
+from prefect_agent_runs.flows import run_batch
+
+
+def main() -> None:
+    base_url, batch_key, n, fail_every = (
+        sys.argv[1],
+        sys.argv[2],
+        int(sys.argv[3]),
+        int(sys.argv[4]),
+    )
+    slow = float(sys.argv[5]) if len(sys.argv) > 5 else 0.05
+    limit = sys.argv[6] if len(sys.argv) > 6 else None
+    options = {"global_concurrency_limit": limit} if limit else {}
+    credentials = AssistantsCredentials(base_url=base_url, api_key="sk-test", **options)
+    requests = []
+    for i in range(n):
+        fail = fail_every and i % fail_every == 0
+        script = {"outcome": "failed", "seconds": 0.05} if fail else {"seconds": slow}
+        requests.append(
+            RunRequest(
+                key=f"item-{i}",
+                assistant_id="asst_1",
+                message=f"question {i}",
+                metadata={"emulator": json.dumps(script)},
+            )
+        )
+    result = run_batch(credentials, requests, batch_key=batch_key, max_concurrency=32)
+    errors = sorted({o.error for o in result.failed if o.error})
+    print(json.dumps({"counts": dict(result.counts), "errors": errors}))
+
+
+if __name__ == "__main__":
+    main()
