@@ -204,3 +204,25 @@ def judge(
 
 def new_batch_key(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def emulator_runs_count(
+    emulator: Any, *, thread_keys: dict[str, str] | None = None
+) -> Callable[[str], ServerCount]:
+    """Runs per key from an emulator's store: by the run's batch tags (workflow runs), or,
+    where runs carry no metadata (project threads), by the thread the item was given."""
+
+    def count(batch_key: str) -> ServerCount:
+        out = ServerCount()
+        for run in emulator.runs():
+            if thread_keys is not None:
+                key = thread_keys.get(str(run.get("threadId")))
+                if key is not None:
+                    out.runs_by_key[key] += 1
+                continue
+            meta = run.get("metadata") or {}
+            if meta.get(METADATA_BATCH_KEY) == batch_key:
+                out.runs_by_key[str(meta.get(METADATA_ITEM_KEY))] += 1
+        return out
+
+    return count
