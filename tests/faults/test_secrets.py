@@ -26,6 +26,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,6 @@ from prefect_agent_runs.testing import (
     WorkflowRunsEmulator,
 )
 from prefect_agent_runs.testing._serve import ServedApp
-
-pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 KEY_RANDOM = "5e1f0c8a7b3d4e29a6c1f7d2"
 CANARY_KEY = f"sk-canary-{KEY_RANDOM}"
@@ -114,9 +113,12 @@ def echo_server() -> Iterator[EchoServer]:
 
 
 class Scan:
-    """Where the canaries were looked for, and where they were found."""
+    """Where the canaries were looked for, and where they were found (files: those written
+    since the scan began; PREFECT_HOME is the user's, and an earlier session's files are
+    not this run's doing. The database is scanned whole)."""
 
     def __init__(self) -> None:
+        self.since = time.time() - 1
         self.places = 0
         self.hits: list[str] = []
         self.by_kind: dict[str, int] = {}
@@ -148,7 +150,7 @@ class Scan:
         if not root.exists():
             return
         for path in root.rglob("*"):
-            if path.is_file():
+            if path.is_file() and path.stat().st_mtime >= self.since:
                 try:
                     self.text(f"file {path}", path.read_bytes())
                 except OSError as exc:
@@ -274,11 +276,11 @@ async def _direct_calls(scan: Scan, url: str) -> int:
                 for name, call in _calls(client, backend):
                     n += 1
                     try:
-                        await call()
+                        answer = await call()
                     except AgentRunsError as exc:
                         scan.exception(f"{mode} {backend} {name}", exc)
-                    else:
-                        scan.hits.append(f"{mode} {backend} {name}: did not fail")
+                    else:  # e.g. a result read from an answer with no messages in it
+                        scan.text(f"answer {mode} {backend} {name}", repr(answer))
             finally:
                 await client.aclose()
     return n
@@ -408,30 +410,34 @@ def _cli(scan: Scan, url: str, tmp_path: Path) -> int:
     return n
 
 
+async def _all(read: Callable[..., Awaitable[list[Any]]], **kwargs: Any) -> list[Any]:
+    """Every object of a Prefect API list (pages of 200, the server's limit)."""
+    out: list[Any] = []
+    while True:
+        page = await read(limit=200, offset=len(out), **kwargs)
+        out += page
+        if len(page) < 200:
+            return out
+
+
 async def _prefect_api(scan: Scan) -> None:
     from prefect.client.orchestration import get_client
 
     async with get_client() as client:
-        offset = 0
-        while True:
-            logs = await client.read_logs(limit=200, offset=offset)
-            for log in logs:
-                scan.text("api-log", log.message)
-            if len(logs) < 200:
-                break
-            offset += 200
-        for artifact in await client.read_artifacts(limit=1000):
+        for log in await _all(client.read_logs):
+            scan.text("api-log", log.message)
+        for artifact in await _all(client.read_artifacts):
             scan.text(f"artifact {artifact.key}", json.dumps(artifact.data, default=str))
             scan.text(f"artifact {artifact.key} description", artifact.description)
-        for flow_run in await client.read_flow_runs(limit=1000):
+        for flow_run in await _all(client.read_flow_runs):
             if flow_run.state is not None:
                 scan.text("state flow run", flow_run.state.message)
             scan.text("parameters flow run", json.dumps(flow_run.parameters, default=str))
             scan.text("flow-run name/tags", f"{flow_run.name} {flow_run.tags}")
-        for task_run in await client.read_task_runs(limit=1000):
+        for task_run in await _all(client.read_task_runs):
             if task_run.state is not None:
                 scan.text("state task run", task_run.state.message)
-        for document in await client.read_block_documents(include_secrets=False, limit=1000):
+        for document in await _all(client.read_block_documents, include_secrets=False):
             scan.text(f"block-document {document.name}", json.dumps(document.data, default=str))
 
 
@@ -452,6 +458,7 @@ def _files(scan: Scan) -> None:
         scan.text(f"database {path}", path.read_bytes())
 
 
+@pytest.mark.usefixtures("prefect_harness")
 async def test_the_canary_key_and_token_appear_nowhere(
     echo_server: EchoServer,
     capture: Capture,
