@@ -17,11 +17,19 @@ from typing import Any, ClassVar, TypeAlias, TypeVar, cast
 
 from prefect._internal.compatibility.async_dispatch import async_dispatch
 from prefect.blocks.abstract import JobBlock, JobRun
+from prefect.blocks.core import _collect_secret_fields
 from prefect.utilities.asyncutils import run_coro_as_sync
 from pydantic import Field, HttpUrl, SerializeAsAny, field_validator
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode
 
 from prefect_agent_runs.backends.base import RunsClient
-from prefect_agent_runs.blocks.credentials import _DOCS, AgentRunsCredentials, logo_url
+from prefect_agent_runs.blocks.credentials import (
+    _DOCS,
+    AgentRunsCredentials,
+    credentials_classes,
+    logo_url,
+    registering_nested_credentials,
+)
 from prefect_agent_runs.models import Run, RunRequest, RunStatus, ThreadResult
 from prefect_agent_runs.waiting import PollPolicy, raise_for_outcome
 
@@ -46,6 +54,34 @@ def _credentials_class_for_slug(slug: str) -> type[AgentRunsCredentials] | None:
             return block_class
         pending.extend(block_class.__subclasses__())
     return None
+
+
+def _offer_concrete_credentials(schema: dict[str, Any]) -> dict[str, Any]:
+    """The job's block schema with ``credentials`` as a choice of every concrete credentials
+    block (as Prefect writes a union of blocks), not the shared base: the Blocks catalog
+    then offers only blocks that work, and the job still takes any backend's block."""
+    blocks = credentials_classes()
+    definitions: dict[str, Any] = schema.setdefault("definitions", {})
+    definitions.pop(AgentRunsCredentials.__name__, None)
+    for block in blocks:
+        block_schema = block.model_json_schema()
+        definitions.update(block_schema.pop("definitions", {}))
+        definitions[block.__name__] = block_schema
+    field = schema["properties"]["credentials"]
+    field.pop("$ref", None)
+    field["anyOf"] = [{"$ref": f"#/definitions/{block.__name__}"} for block in blocks]
+    field.setdefault("title", "Credentials")
+    schema["block_schema_references"]["credentials"] = [
+        block._to_block_schema_reference_dict()  # type: ignore[no-untyped-call]
+        for block in blocks
+    ]
+    secrets = [s for s in schema.get("secret_fields", []) if not s.startswith("credentials.")]
+    for block in blocks:
+        found: list[str] = []
+        _collect_secret_fields("credentials", block, found)
+        secrets.extend(s for s in found if s not in secrets)
+    schema["secret_fields"] = secrets
+    return schema
 
 
 @asynccontextmanager
@@ -315,6 +351,38 @@ class AgentRunJob(JobBlock):  # type: ignore[type-arg]
     _logo_url: ClassVar[HttpUrl | None] = logo_url("agent_run_job")
 
     credentials: AnyCredentials = Field(default=..., description="The backend's credentials block.")
+
+    @classmethod
+    def model_json_schema(  # type: ignore[override]  # Prefect's Block signature
+        cls,
+        by_alias: bool = True,
+        ref_template: str = "#/definitions/{model}",
+        schema_generator: type[GenerateJsonSchema] = GenerateJsonSchema,
+        mode: JsonSchemaMode = "validation",
+    ) -> dict[str, Any]:
+        """Prefect's block schema, ``credentials`` offering each concrete credentials block."""
+        schema = super().model_json_schema(by_alias, ref_template, schema_generator, mode)
+        return _offer_concrete_credentials(schema)
+
+    @classmethod
+    def register_type_and_schema(cls, client: Any = None, **kwargs: Any) -> Any:
+        """Register the job's block type, and first every concrete credentials block it
+        offers (never the shared base, which is no block type)."""
+        if client is not None:
+            kwargs["client"] = client
+        for block in credentials_classes():
+            block.register_type_and_schema(**kwargs)
+        with registering_nested_credentials():
+            return super().register_type_and_schema(**kwargs)  # _sync: Prefect's dispatch
+
+    @classmethod
+    async def aregister_type_and_schema(cls, client: Any = None) -> None:
+        """The async twin of :meth:`register_type_and_schema`."""
+        for block in credentials_classes():
+            await block.aregister_type_and_schema(client)
+        with registering_nested_credentials():
+            kwargs = {"client": client} if client is not None else {}
+            await super().aregister_type_and_schema(**kwargs)
 
     @classmethod
     def _from_block_document(cls, block_document: Any) -> Any:
