@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from prefect_agent_runs import AssistantsCredentials, RunRequest
@@ -105,6 +106,11 @@ async def main(argv: list[str] | None = None) -> int:
                     if a.key in set(artifact_keys(batch_key).values())
                 }
                 flow_run_id = next(iter(artifacts.values())).flow_run_id
+                task_runs = await client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+                )
+                flow_run = await client.read_flow_run(flow_run_id)
+                print("flow run:", flow_run.name, flow_run.tags, flow_run.state)
         keys = artifact_keys(batch_key)
         ui = server.url
         shoot(args.chromium, f"{ui}/runs/flow-run/{flow_run_id}", OUT / "flow-run.png")
@@ -117,8 +123,21 @@ async def main(argv: list[str] | None = None) -> int:
                     OUT / f"artifact-{name}.png",
                     height=1400 if name != "progress" else 700,
                 )
+        for task_run in task_runs[:1]:  # the batch is one task run: its logs (WARNING per failure)
+            shoot(
+                args.chromium,
+                f"{ui}/runs/task-run/{task_run.id}",
+                OUT / "task-run-logs.png",
+                height=1400,
+            )
         shoot(args.chromium, f"{ui}/runs", OUT / "runs.png", height=800)
         shoot(args.chromium, f"{ui}/blocks/catalog", OUT / "blocks-catalog.png")
+        shoot(
+            args.chromium,
+            f"{ui}/blocks/catalog/agent-run-job/create",
+            OUT / "block-agent-run-job.png",
+            height=1400,
+        )
     return 0
 
 
