@@ -81,7 +81,13 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chromium", default=shutil.which("chromium") or "chromium")
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
-    with PrefectServer(ui=True) as server, AssistantsEmulator(poll_after_ms=200) as emulator:
+    # Block auto-registration off: the catalog shows the block types registered here, this
+    # package's, not the 50-odd of Prefect's collections.
+    no_auto_blocks = {"PREFECT_API_BLOCKS_REGISTER_ON_START": "false"}
+    with (
+        PrefectServer(ui=True, server_env=no_auto_blocks) as server,
+        AssistantsEmulator(poll_after_ms=200) as emulator,
+    ):
         await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "prefect", "block", "register", "-m", "prefect_agent_runs"],
@@ -90,7 +96,11 @@ async def main(argv: list[str] | None = None) -> int:
             capture_output=True,
         )
         with temporary_settings({PREFECT_API_URL: server.api_url}):
-            credentials = AssistantsCredentials(base_url=emulator.base_url, api_key="sk-demo")
+            # a saved block, as a deployment would use (the ledger records it by name)
+            await AssistantsCredentials(base_url=emulator.base_url, api_key="sk-demo").asave(
+                "support-desk", overwrite=True
+            )
+            credentials = await AssistantsCredentials.aload("support-desk")
             batch_key = "support-triage-2026-12-01"
             result = await run_batch(
                 credentials,

@@ -11,6 +11,7 @@ like Prefect's own ``Block.load``: awaitable in async code, a value in sync code
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar, TypeAlias, TypeVar, cast
@@ -82,6 +83,10 @@ def _offer_concrete_credentials(schema: dict[str, Any]) -> dict[str, Any]:
         secrets.extend(s for s in found if s not in secrets)
     schema["secret_fields"] = secrets
     return schema
+
+
+_SCHEMAS: dict[tuple[Any, ...], dict[str, Any]] = {}
+"""``AgentRunJob``'s block schemas, by class, arguments and offered credentials blocks."""
 
 
 @asynccontextmanager
@@ -360,29 +365,37 @@ class AgentRunJob(JobBlock):  # type: ignore[type-arg]
         schema_generator: type[GenerateJsonSchema] = GenerateJsonSchema,
         mode: JsonSchemaMode = "validation",
     ) -> dict[str, Any]:
-        """Prefect's block schema, ``credentials`` offering each concrete credentials block."""
-        schema = super().model_json_schema(by_alias, ref_template, schema_generator, mode)
-        return _offer_concrete_credentials(schema)
+        """Prefect's block schema, ``credentials`` offering each concrete credentials block.
 
-    @classmethod
-    def register_type_and_schema(cls, client: Any = None, **kwargs: Any) -> Any:
-        """Register the job's block type, and first every concrete credentials block it
-        offers (never the shared base, which is no block type)."""
-        if client is not None:
-            kwargs["client"] = client
-        for block in credentials_classes():
-            block.register_type_and_schema(**kwargs)
-        with registering_nested_credentials():
-            return super().register_type_and_schema(**kwargs)  # _sync: Prefect's dispatch
+        Computed once per set of registered credentials blocks (Prefect asks for it several
+        times per registration, and pydantic does not cache it).
+        """
+        key = (cls, by_alias, ref_template, schema_generator, mode, tuple(credentials_classes()))
+        schema = _SCHEMAS.get(key)
+        if schema is None:
+            schema = super().model_json_schema(by_alias, ref_template, schema_generator, mode)
+            schema = _SCHEMAS[key] = _offer_concrete_credentials(schema)
+        return copy.deepcopy(schema)
 
     @classmethod
     async def aregister_type_and_schema(cls, client: Any = None) -> None:
-        """The async twin of :meth:`register_type_and_schema`."""
+        """Register the job's block type, and first every concrete credentials block it
+        offers (never the shared base, which is no block type)."""
         for block in credentials_classes():
             await block.aregister_type_and_schema(client)
+        kwargs = {"client": client} if client is not None else {}
         with registering_nested_credentials():
-            kwargs = {"client": client} if client is not None else {}
             await super().aregister_type_and_schema(**kwargs)
+
+    @classmethod
+    @async_dispatch(aregister_type_and_schema)
+    def register_type_and_schema(cls, client: Any = None) -> None:
+        """Register the job's block type, and first every concrete credentials block it
+        offers (awaitable in async code, like Prefect's own)."""
+        for block in credentials_classes():
+            block.register_type_and_schema(_sync=True)
+        with registering_nested_credentials():
+            super().register_type_and_schema(_sync=True)  # type: ignore[call-arg]
 
     @classmethod
     def _from_block_document(cls, block_document: Any) -> Any:

@@ -190,10 +190,10 @@ def _reply(outcome: RunOutcome) -> str:
 
 
 def table_rows(result: BatchResult) -> list[dict[str, Any]]:
-    """One row per item: key, status, seconds, reply, error (short), then thread and run.
+    """One row per item: key, status, seconds, error (short), reply, then thread and run.
 
     The ids come last: they are long, and the Prefect UI clips a wide table on the right, so
-    what tells the story (status, reply, reason) comes first.
+    what tells the story (status, reason, reply) comes first.
     """
     rows = []
     for o in result.outcomes:
@@ -203,8 +203,8 @@ def table_rows(result: BatchResult) -> list[dict[str, Any]]:
                 "key": o.key,
                 "status": o.status.value,
                 "seconds": round(seconds, 2) if o.run else None,
-                "reply": _reply(o),
                 "error": short_error(o),
+                "reply": _reply(o),
                 "thread": o.run.thread_id if o.run else "",
                 "run": o.run.id if o.run else "",
             }

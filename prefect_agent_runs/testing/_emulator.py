@@ -16,7 +16,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -83,23 +83,40 @@ class EmulatorBase(FaultInjection, ServedApp):
     platform in :meth:`fault_body`.
 
     Args:
-        clock: Monotonic clock driving run lifecycles (e.g. a ``FakeClock``).
-        wall_clock: Wall clock for timestamps.
+        run_seconds: How long a run runs before its outcome.
+        queue_seconds: How long a run stays queued first.
+        outcome: The outcome of every run not scripted otherwise.
+        outcomes: The outcomes the platform's emulator knows (empty: any).
+        clock: Monotonic clock driving run lifecycles (e.g. a ``FakeClock``; default
+            ``time.monotonic``).
+        wall_clock: Wall clock for timestamps (default ``time.time``).
         host: Address to serve on.
         port: Port to serve on (default: a free one).
+
+    Raises:
+        ValueError: ``outcome`` is not one of ``outcomes``.
     """
 
     def __init__(
         self,
         *,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
+        run_seconds: float = 0.2,
+        queue_seconds: float = 0.0,
+        outcome: str = "completed",
+        outcomes: Collection[str] = (),
+        clock: Callable[[], float] | None = None,
+        wall_clock: Callable[[], float] | None = None,
         host: str = "127.0.0.1",
         port: int | None = None,
     ) -> None:
+        if outcomes and outcome not in outcomes:
+            raise ValueError(f"outcome must be one of {outcomes}, not {outcome!r}")
         super().__init__(host=host, port=port)
-        self.clock = clock
-        self.wall_clock = wall_clock
+        self.run_seconds = run_seconds
+        self.queue_seconds = queue_seconds
+        self.outcome = outcome
+        self.clock = clock or time.monotonic
+        self.wall_clock = wall_clock or time.time
         self.requests: list[RecordedRequest] = []
         """Every request received, in order."""
         self._lock = threading.RLock()
@@ -122,6 +139,19 @@ class EmulatorBase(FaultInjection, ServedApp):
         raise NotImplementedError
 
     # -- public ------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The API root, ``http://127.0.0.1:<port>`` (Linkage's ``serverURL``; project
+        threads' paths start with ``/api`` below it)."""
+        return self.url
+
+    def reset(self) -> None:
+        """Forget every recorded request, fault and stream drop (subclasses: and their
+        runs and threads)."""
+        with self._lock:
+            self.requests.clear()
+            self.clear_faults()
 
     def clear_faults(self) -> None:
         """Stop injecting faults and dropping streams."""

@@ -119,6 +119,10 @@ async def test_the_catalog_of_a_real_server_lists_only_concrete_working_blocks(
         timeout=180,
     )
     assert register.returncode == 0, register.stderr
+    printed = " ".join(register.stdout.split())  # Prefect's table of the registered blocks
+    for block in [AgentRunJob, *credentials_classes()]:
+        assert block.get_block_type_name() in printed, register.stdout
+    assert "Agent Runs Credentials" not in printed and "AgentRunsCredentials" not in printed
     catalog = await _catalog(prefect_server)
     assert "agentrunscredentials" not in {t.slug for t in catalog["types"]}
     expected = {b.get_block_type_slug(): b for b in [AgentRunJob, *credentials_classes()]}
