@@ -140,7 +140,6 @@ async def main(argv: list[str] | None = None) -> int:
                 OUT / "task-run-logs.png",
                 height=1400,
             )
-        shoot(args.chromium, f"{ui}/runs", OUT / "runs.png", height=800)
         shoot(args.chromium, f"{ui}/blocks/catalog", OUT / "blocks-catalog.png")
         shoot(
             args.chromium,
