@@ -66,17 +66,7 @@ def test_every_docs_page_in_the_nav_exists() -> None:
     import yaml
 
     config = yaml.safe_load((REPO / "mkdocs.yml").read_text())
-
-    def pages(nav: object) -> list[str]:
-        if isinstance(nav, str):
-            return [nav]
-        if isinstance(nav, list):
-            return [p for item in nav for p in pages(item)]
-        if isinstance(nav, dict):
-            return [p for value in nav.values() for p in pages(value)]
-        return []
-
-    listed = pages(config["nav"])
+    listed = _nav_pages(config["nav"])
     assert len(listed) > 15
     for page in listed:
         assert (REPO / "docs" / page).is_file(), page
