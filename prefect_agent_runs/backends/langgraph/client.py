@@ -102,6 +102,7 @@ class LangGraphClient(LangGraphCore):
             Capability.FIND_BATCH_RUNS,
             Capability.CANCEL,
             Capability.LIST_RUNS,
+            Capability.QUEUES_RUNS,
         }
     )
     status_map: ClassVar[Mapping[str, RunStatus]] = STATUS_MAP
