@@ -81,6 +81,8 @@ class Capability:
     FIND_BATCH_RUNS = "find_batch_runs"
     CANCEL = "cancel_run"
     LIST_RUNS = "list_runs"
+    BULK_WATCH = "bulk_watch"
+    """``watch_many``: one request reports on many runs (the batch engine's sweeper)."""
 
 
 @runtime_checkable
