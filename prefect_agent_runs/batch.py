@@ -350,15 +350,22 @@ class _Engine:
         if self.on_change is not None:
             self.on_change(key, run)
 
-    async def _complete(self, item: _Item, run: Run) -> None:
-        """The run ended: collect its result (or its error) and report the item."""
+    async def _complete(self, item: _Item, run: Run, *, bounded: bool = True) -> None:
+        """The run ended: collect its result (or its error) and report the item.
+
+        ``bounded=False`` (the bulk sweeper): the result is read without waiting for one of
+        the ``max_concurrency`` slots, which the creates hold while a batch starts (a
+        bulk watcher answers results with the sweep; the transport still bounds requests).
+        """
         outcome = item.outcome
         outcome.run = run
         try:
             if run.status.is_success:
-                if self.collect_results:
+                if self.collect_results and bounded:
                     async with self.slots:
                         outcome.result = await self.client.get_result(run)
+                elif self.collect_results:
+                    outcome.result = await self.client.get_result(run)
             else:
                 raise_for_outcome(run)
         except Exception as exc:
@@ -431,8 +438,9 @@ class _Engine:
             if tick % rounds:
                 items = items[:SWEEP_HOT]  # the oldest; the whole set every `rounds` sweeps
             try:
-                async with self.slots:
-                    states = await watcher.watch_many([i.outcome.run for i in items])  # type: ignore[misc]
+                # not behind the creates' max_concurrency slots: one request, whatever N,
+                # and an end must not wait for a batch's creates (the transport bounds it)
+                states = await watcher.watch_many([i.outcome.run for i in items])  # type: ignore[misc]
                 errors = 0
             except AgentRunsError as exc:
                 errors += 1
@@ -470,7 +478,7 @@ class _Engine:
         assert current is not None
         if current.status.is_terminal:
             self.watching.pop(key, None)
-            await self._complete(item, current)
+            await self._complete(item, current, bounded=False)
             return
         timeout = self.policy.timeout_seconds
         if timeout is not None and item.since is not None and self.clock() - item.since >= timeout:
