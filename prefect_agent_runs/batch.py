@@ -37,6 +37,7 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Collection,
     Iterable,
     Sequence,
 )
@@ -57,6 +58,7 @@ from prefect_agent_runs.waiting import Clock, PollPolicy, raise_for_outcome
 __all__ = [
     "BULK_WATCH",
     "DEFAULT",
+    "QUEUES_RUNS",
     "BatchClient",
     "BulkWatcher",
     "default_max_active_runs",
@@ -85,22 +87,25 @@ with more alive, every k-th sweep asks about all of them (k = alive / SWEEP_HOT)
 SWEEP_QUIET_SHARE = 0.05
 """A bulk sweep waits this share of the time since the last end seen (or the first run)."""
 
-QUEUEING_BACKENDS = frozenset({"langgraph"})
-"""Backends whose server queues every run it accepts: no bound on active runs by default."""
+
+QUEUES_RUNS = "queues_runs"
+"""The capability of a backend whose server queues every run it accepts (LangGraph): a batch
+lets the server hold all of its runs, bounding only the requests (``max_active_runs=None``)."""
 
 Sleep = Callable[[float], Awaitable[Any]]
 
 
-def default_max_active_runs(backend: str) -> int | None:
-    """The default ``max_active_runs`` of a backend.
+def default_max_active_runs(capabilities: Collection[str]) -> int | None:
+    """The default ``max_active_runs`` of a backend, from its capabilities.
 
     Args:
-        backend: The backend name.
+        capabilities: The backend client's ``capabilities``.
 
     Returns:
-        None (the server queues every run: LangGraph), else :data:`BOUNDED_ACTIVE_RUNS`.
+        None when the server queues every run (:data:`QUEUES_RUNS`), else
+        :data:`BOUNDED_ACTIVE_RUNS`.
     """
-    return None if backend in QUEUEING_BACKENDS else BOUNDED_ACTIVE_RUNS
+    return None if QUEUES_RUNS in capabilities else BOUNDED_ACTIVE_RUNS
 
 
 class BatchClient(Protocol):
@@ -563,7 +568,7 @@ async def run_items(
     if max_concurrency < 1:
         raise ValueError("run_items: max_concurrency must be >= 1")
     if max_active_runs is DEFAULT:
-        max_active_runs = default_max_active_runs(str(client.backend))
+        max_active_runs = default_max_active_runs(getattr(client, "capabilities", frozenset()))
     if max_active_runs is not None and max_active_runs < 1:
         raise ValueError("run_items: max_active_runs must be >= 1 or None")
     engine = _Engine(

@@ -253,11 +253,11 @@ class Transport:
                 # thousands of waiters can queue for max_concurrency connections.
                 timeout=httpx.Timeout(request_timeout_seconds, pool=None),
                 # small pools: httpcore walks every connection of a pool on each request
-                transport=ShardedTransport(max_concurrency),
+                # (the client's own ``verify`` is ignored once a transport is given)
+                transport=ShardedTransport(max_concurrency, verify=verify_tls),
                 headers=all_headers,
                 params=dict(params or {}),
                 follow_redirects=False,
-                verify=verify_tls,
             )
         else:
             http_client.headers.update(all_headers)

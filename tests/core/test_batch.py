@@ -504,10 +504,15 @@ async def test_unbounded_active_runs_lets_creates_run_ahead_of_waits() -> None:
 
 
 async def test_default_max_active_runs_per_backend() -> None:
+    from prefect_agent_runs.backends import registry
     from prefect_agent_runs.batch import BOUNDED_ACTIVE_RUNS, default_max_active_runs
 
-    assert default_max_active_runs("langgraph") is None
-    assert default_max_active_runs("openai_assistants") == BOUNDED_ACTIVE_RUNS
+    def default(name: str) -> int | None:
+        return default_max_active_runs(registry.get(name).capabilities)
+
+    assert default("langgraph") is None  # its server queues runs
+    for name in ("openai_assistants", "workflow_runs", "project_threads"):
+        assert default(name) == BOUNDED_ACTIVE_RUNS
 
 
 async def test_iterator_is_pulled_as_workers_need_items() -> None:

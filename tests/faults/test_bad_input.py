@@ -198,8 +198,11 @@ def test_tls_verification_is_on_by_default_and_off_only_with_a_warning(
     (record,) = caplog.records
     assert "TLS certificate verification is OFF" in record.getMessage()
     assert "openai_assistants" in record.getMessage()
-    assert on.transport.client._transport._pool._ssl_context.verify_mode.name == "CERT_REQUIRED"  # type: ignore[attr-defined]
-    assert off.transport.client._transport._pool._ssl_context.verify_mode.name == "CERT_NONE"  # type: ignore[attr-defined]
+    for client, mode in ((on, "CERT_REQUIRED"), (off, "CERT_NONE")):
+        shards = client.transport.client._transport._shards  # type: ignore[attr-defined]
+        assert shards  # every pool of the sharded transport verifies (or not) alike
+        for shard in shards:
+            assert shard.transport._pool._ssl_context.verify_mode.name == mode
 
 
 # -- answers --------------------------------------------------------------------------

@@ -107,6 +107,7 @@ class LangGraphClient(LangGraphCore):
             Capability.CANCEL,
             Capability.LIST_RUNS,
             Capability.BULK_WATCH,
+            Capability.QUEUES_RUNS,
         }
     )
     status_map: ClassVar[Mapping[str, RunStatus]] = STATUS_MAP
