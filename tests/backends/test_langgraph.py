@@ -167,6 +167,7 @@ async def test_bulk_watch_sees_many_ends_in_few_requests(client: LangGraphClient
     sweeps = client.transport.stats.requests - before
     assert all(ended[r.id].status is RunStatus.COMPLETED for r in ok)
     assert ended[bad.id].status is RunStatus.FAILED
+    assert "echo graph failed as requested" in str(ended[bad.id].error)
     assert ended[stopped.id].status is RunStatus.INTERRUPTED
     result = await client.get_result(ended[ok[0].id])
     assert result.source == "search" and result.text == "echo: ok0"

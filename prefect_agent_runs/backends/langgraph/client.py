@@ -2,7 +2,9 @@
 
 Waiting uses the server's push: ``GET .../join`` long-polls until the run ends (and
 returns the thread's values); ``GET .../stream`` (join_stream) streams its events over
-SSE and resumes after a dropped connection with ``Last-Event-ID``.
+SSE and resumes after a dropped connection with ``Last-Event-ID``. A batch watches its
+runs in bulk instead (:meth:`LangGraphClient.watch_many`, capability ``bulk_watch``): one
+``POST /threads/search`` answers for up to 1,000 runs and hands back their values.
 
 Creates are duplicate-safe: every run gets a thread id chosen by us (uuid5 of
 ``(batch_key, key)`` for a batch item, else a uuid4) sent with ``if_not_exists:
@@ -529,27 +531,42 @@ class LangGraphClient(LangGraphCore):
             return out
         self._other_sweep = now
         rest = list(by_thread)
+        stopped: list[str] = []
         for at in range(0, len(rest), WATCH_CHUNK):
             for thread in await self._search_ids(rest[at : at + WATCH_CHUNK], status=None):
                 status = thread.get("status")
-                if status in (None, "busy", "idle"):  # idle since: the next sweep takes it
-                    continue
-                for run in by_thread.get(str(thread.get("thread_id", "")).lower(), []):
-                    try:
-                        out.append(await self.get_run(run.id, thread_id=run.thread_id))
-                    except NotFound:
-                        continue  # gone (rolled back, deleted): the engine's deadline decides
+                if status not in (None, "busy", "idle"):  # idle since: the next sweep takes it
+                    stopped.append(str(thread.get("thread_id", "")).lower())
+        errors: dict[str, str] = {}
+        for at in range(0, len(stopped), WATCH_CHUNK):
+            # the failed threads in full: their error (rare: one request for all of them)
+            for thread in await self._search_ids(stopped[at : at + WATCH_CHUNK], status="error"):
+                message = _join_error({"__error__": thread.get("error")})
+                if message:
+                    errors[str(thread.get("thread_id", "")).lower()] = message
+        for tid in stopped:
+            for run in by_thread.get(tid, []):
+                try:
+                    observed = await self.get_run(run.id, thread_id=run.thread_id)
+                except NotFound:
+                    continue  # gone (rolled back, deleted): the engine's deadline decides
+                if tid in errors and observed.status.is_terminal and not observed.status.is_success:
+                    observed = observed.model_copy(update={"error": errors[tid]})
+                out.append(observed)
         return out
 
     async def _search_ids(self, ids: Sequence[str], *, status: str | None) -> list[dict[str, Any]]:
-        """The threads with these ids (``POST /threads/search``): with ``status``, whole
-        threads in that status; without, every one's id and status."""
+        """The threads with these ids (``POST /threads/search``): with ``status``, those in
+        that status (``idle``: id, values, time of the last write; else whole threads);
+        without, every one's id and status."""
         payload: dict[str, Any] = {"ids": list(ids), "limit": len(ids)}
         if status is None:
             payload["select"] = ["thread_id", "status"]
-        else:
+        elif status == "idle":
             payload["status"] = status
             payload["select"] = ["thread_id", "status", "values", "state_updated_at"]
+        else:  # whole threads ("error" is not a field one can select)
+            payload["status"] = status
         body = await self.transport.request_json(
             "POST",
             "/threads/search",
