@@ -82,16 +82,7 @@ _TERMINAL = frozenset(
     }
 )
 
-STATUS_MAPS: dict[str, dict[str, RunStatus]] = {
-    # Planned backend: its package registers this map itself when it lands.
-    "project_threads": {
-        "queued": RunStatus.QUEUED,
-        "in_progress": RunStatus.RUNNING,
-        "completed": RunStatus.COMPLETED,
-        "failed": RunStatus.FAILED,
-        "expired": RunStatus.EXPIRED,
-    },
-}
+STATUS_MAPS: dict[str, dict[str, RunStatus]] = {}
 """Server status string to :class:`RunStatus`, per backend (DESIGN.md's table).
 
 Filled by the backend registry (:func:`prefect_agent_runs.backends.registry.register`):

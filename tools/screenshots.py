@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from prefect_agent_runs import AssistantsCredentials, RunRequest
@@ -80,7 +81,13 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chromium", default=shutil.which("chromium") or "chromium")
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
-    with PrefectServer(ui=True) as server, AssistantsEmulator(poll_after_ms=200) as emulator:
+    # Block auto-registration off: the catalog shows the block types registered here, this
+    # package's, not the 50-odd of Prefect's collections.
+    no_auto_blocks = {"PREFECT_API_BLOCKS_REGISTER_ON_START": "false"}
+    with (
+        PrefectServer(ui=True, server_env=no_auto_blocks) as server,
+        AssistantsEmulator(poll_after_ms=200) as emulator,
+    ):
         await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "prefect", "block", "register", "-m", "prefect_agent_runs"],
@@ -89,7 +96,11 @@ async def main(argv: list[str] | None = None) -> int:
             capture_output=True,
         )
         with temporary_settings({PREFECT_API_URL: server.api_url}):
-            credentials = AssistantsCredentials(base_url=emulator.base_url, api_key="sk-demo")
+            # a saved block, as a deployment would use (the ledger records it by name)
+            await AssistantsCredentials(base_url=emulator.base_url, api_key="sk-demo").asave(
+                "support-desk", overwrite=True
+            )
+            credentials = await AssistantsCredentials.aload("support-desk")
             batch_key = "support-triage-2026-12-01"
             result = await run_batch(
                 credentials,
@@ -105,6 +116,11 @@ async def main(argv: list[str] | None = None) -> int:
                     if a.key in set(artifact_keys(batch_key).values())
                 }
                 flow_run_id = next(iter(artifacts.values())).flow_run_id
+                task_runs = await client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+                )
+                flow_run = await client.read_flow_run(flow_run_id)
+                print("flow run:", flow_run.name, flow_run.tags, flow_run.state)
         keys = artifact_keys(batch_key)
         ui = server.url
         shoot(args.chromium, f"{ui}/runs/flow-run/{flow_run_id}", OUT / "flow-run.png")
@@ -117,8 +133,20 @@ async def main(argv: list[str] | None = None) -> int:
                     OUT / f"artifact-{name}.png",
                     height=1400 if name != "progress" else 700,
                 )
-        shoot(args.chromium, f"{ui}/runs", OUT / "runs.png", height=800)
+        for task_run in task_runs[:1]:  # the batch is one task run: its logs (WARNING per failure)
+            shoot(
+                args.chromium,
+                f"{ui}/runs/task-run/{task_run.id}",
+                OUT / "task-run-logs.png",
+                height=1400,
+            )
         shoot(args.chromium, f"{ui}/blocks/catalog", OUT / "blocks-catalog.png")
+        shoot(
+            args.chromium,
+            f"{ui}/blocks/catalog/agent-run-job/create",
+            OUT / "block-agent-run-job.png",
+            height=1400,
+        )
     return 0
 
 

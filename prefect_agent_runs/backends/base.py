@@ -30,7 +30,7 @@ from prefect_agent_runs.backends.paging import Page, PageRequest, paged
 from prefect_agent_runs.backends.paths import path_segment, require_id
 from prefect_agent_runs.backends.sse import RunEvent
 from prefect_agent_runs.batch import BULK_WATCH, QUEUES_RUNS
-from prefect_agent_runs.errors import BadRequest, NotSupported, ValidationError
+from prefect_agent_runs.errors import BadRequest, NotSupported, ServerError, ValidationError
 from prefect_agent_runs.http import ErrorParser, RetryMode, Transport, parse_error_body
 from prefect_agent_runs.models import (
     METADATA_BATCH_KEY,
@@ -40,6 +40,7 @@ from prefect_agent_runs.models import (
     RunStatus,
     ThreadResult,
 )
+from prefect_agent_runs.responses import redact
 from prefect_agent_runs.transient import TRANSIENT_TOLERANCE
 from prefect_agent_runs.waiting import Clock, Observation, PollPolicy, Sleep, wait_for_terminal
 
@@ -202,6 +203,28 @@ class BaseRunsClient:
         return NotSupported(
             f"{self.backend}: {operation} is not supported by this backend.{extra}",
             backend=self.backend,
+        )
+
+    def bad_shape(self, expected: str, got: Any, hint: str = "") -> ServerError:
+        """The error for an answer that is not ``expected`` (a run, a thread...).
+
+        The server's answer, not our input: a ``ServerError`` (not transient), whose snippet
+        is redacted *before* it is cut (servers and proxies echo request headers, the key
+        among them: issue 13).
+
+        Args:
+            expected: What the answer should have been ("a run object").
+            got: The decoded answer.
+            hint: A sentence added to the message (e.g. "Is base_url ...?").
+        """
+        snippet = redact(json.dumps(got, default=str), self.transport.secrets)[:200]
+        extra = f" {hint}" if hint else ""
+        return ServerError(
+            f"{self.backend}: the server answered something that is not {expected}: "
+            f"{snippet}.{extra}",
+            status_code=200,
+            backend=self.backend,
+            body_snippet=snippet,
         )
 
     def _check_id(self, value: str | None, what: str) -> str:

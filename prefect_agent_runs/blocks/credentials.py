@@ -13,7 +13,10 @@ their credentials as plain pydantic models, so that they never import Prefect).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from abc import ABC
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 from prefect.blocks.abstract import CredentialsBlock
@@ -33,6 +36,7 @@ __all__ = [
     "ProjectThreadsCredentials",
     "WorkflowRunsCredentials",
     "credentials_class",
+    "credentials_classes",
 ]
 
 _DOCS = "https://github.com/prefect-agent-runs/prefect-agent-runs#readme"
@@ -82,12 +86,30 @@ def _credentials_schema_extra(schema: dict[str, Any], model: type[Any]) -> None:
     }
 
 
-class AgentRunsCredentials(CredentialsBlock):
+_nested_registration: ContextVar[bool] = ContextVar("_nested_registration", default=False)
+"""Set while a block that holds credentials (``AgentRunJob``) registers its nested types."""
+
+
+@contextmanager
+def registering_nested_credentials() -> Iterator[None]:
+    """While a block typed with :class:`AgentRunsCredentials` registers: the shared base is
+    skipped (the holder registers every concrete credentials block itself)."""
+    token = _nested_registration.set(True)
+    try:
+        yield
+    finally:
+        _nested_registration.reset(token)
+
+
+class AgentRunsCredentials(CredentialsBlock, ABC):
     """Fields and behaviour shared by the credentials blocks of every backend.
 
-    ``AgentRunJob.credentials`` is typed with this class (any backend's block), so Prefect
-    registers it as a block type too. A backend's own block is registered only once the
-    backend is built: see :meth:`register_type_and_schema`.
+    An interface, not a block type: the Blocks catalog does not offer it (``ABC`` among its
+    bases keeps it out of Prefect's block registry, and registering it directly raises
+    ``InvalidBlockRegistration``). ``AgentRunJob.credentials`` is typed with it (any
+    backend's block); the job's block schema offers each concrete block instead. A
+    backend's own block is registered only once the backend is built: see
+    :meth:`register_type_and_schema`.
     """
 
     model_config = ConfigDict(json_schema_extra=_credentials_schema_extra)
@@ -141,8 +163,11 @@ class AgentRunsCredentials(CredentialsBlock):
 
         Raises:
             InvalidBlockRegistration: The backend is not registered (not built yet), so the
-                block would not work: ``prefect block register`` skips it.
+                block would not work: ``prefect block register`` skips it. Also for the
+                shared base itself, which is no block type.
         """
+        if ABC in cls.__bases__ and _nested_registration.get():
+            return None  # the holder (AgentRunJob) registers the concrete blocks
         cls._check_built()
         if client is not None:
             kwargs["client"] = client
@@ -153,8 +178,11 @@ class AgentRunsCredentials(CredentialsBlock):
         """The async twin of :meth:`register_type_and_schema`.
 
         Raises:
-            InvalidBlockRegistration: The backend is not registered (not built yet).
+            InvalidBlockRegistration: The backend is not registered (not built yet), or
+                this is the shared base.
         """
+        if ABC in cls.__bases__ and _nested_registration.get():
+            return
         cls._check_built()
         kwargs = {"client": client} if client is not None else {}
         await super().aregister_type_and_schema(**kwargs)
@@ -190,8 +218,8 @@ class AgentRunsCredentials(CredentialsBlock):
         except NotSupported:
             raise NotSupported(
                 f"{type(self).__name__}: the {self.backend or 'this'} backend is not built "
-                "yet; it is planned (see the README's roadmap). Use LangGraphCredentials or "
-                "AssistantsCredentials.",
+                "(no backend package registers it); registered backends: "
+                f"{', '.join(registry.names())}.",
                 backend=self.backend or None,
             ) from None
         client = spec.build_client(self.client_values(), **overrides)
@@ -348,92 +376,25 @@ def _build_block(spec: registry.BackendSpec) -> type[AgentRunsCredentials]:
     return type(spec.credentials_block, (settings, AgentRunsCredentials), namespace)
 
 
-def _planned_workflow_runs() -> type[AgentRunsCredentials]:
-    class WorkflowRunsCredentials(AgentRunsCredentials):
-        """Connect to a Linkage-style workflow-runs API (``/api/v1/runs`` with an event log).
+def credentials_classes() -> list[type[AgentRunsCredentials]]:
+    """The credentials block of every registered backend that has one, in registry order.
 
-        The backend is planned; ``get_client()`` raises ``NotSupported`` until it lands.
-
-        Attributes:
-            base_url: The API root (Linkage's ``serverURL``).
-            api_key: The client secret.
-            client_id: The client id (``x-client-id``).
-
-        Examples:
-            ```python
-            from prefect_agent_runs import WorkflowRunsCredentials
-
-            credentials = WorkflowRunsCredentials.load("BLOCK_NAME")
-            ```
-        """
-
-        _block_type_name: ClassVar[str | None] = "Workflow Runs Credentials"
-        _logo_url: ClassVar[HttpUrl | None] = logo_url("workflow_runs")
-        _description: ClassVar[str | None] = (
-            "Credentials for a Linkage-style workflow-runs API with an event log."
-        )
-        backend: ClassVar[str] = "workflow_runs"
-
-        base_url: str = Field(default="http://localhost:3000", description="The API root.")
-        api_key: SecretStr | None = Field(default=None, description="The client secret.")
-        client_id: str | None = Field(default=None, description="The client id (`x-client-id`).")
-
-    WorkflowRunsCredentials.__qualname__ = "WorkflowRunsCredentials"
-    return WorkflowRunsCredentials
-
-
-def _planned_project_threads() -> type[AgentRunsCredentials]:
-    class ProjectThreadsCredentials(AgentRunsCredentials):
-        """Connect to a project thread-runs API (``/api/projects/{projectId}/threads/...``).
-
-        The backend is planned; ``get_client()`` raises ``NotSupported`` until it lands.
-
-        Attributes:
-            base_url: The API root.
-            token: The JWT bearer token.
-            project_id: The project whose threads are used.
-
-        Examples:
-            ```python
-            from prefect_agent_runs import ProjectThreadsCredentials
-
-            credentials = ProjectThreadsCredentials.load("BLOCK_NAME")
-            ```
-        """
-
-        _block_type_name: ClassVar[str | None] = "Project Threads Credentials"
-        _logo_url: ClassVar[HttpUrl | None] = logo_url("project_threads")
-        _description: ClassVar[str | None] = (
-            "Credentials for a project thread-runs API authenticated with a JWT."
-        )
-        backend: ClassVar[str] = "project_threads"
-
-        base_url: str = Field(default="http://localhost:5000", description="The API root.")
-        token: SecretStr | None = Field(default=None, description="The JWT bearer token.")
-        project_id: str | None = Field(default=None, description="The project id.")
-
-    ProjectThreadsCredentials.__qualname__ = "ProjectThreadsCredentials"
-    return ProjectThreadsCredentials
-
-
-def _built_or_planned(
-    backend: str, planned: Callable[[], type[AgentRunsCredentials]]
-) -> type[AgentRunsCredentials]:
-    """The block of a registered backend that declares its settings, else the planned one.
-
-    So a backend package that registers ``settings`` replaces a planned block here
-    without an edit of this module.
+    What ``AgentRunJob.credentials`` offers in the Blocks catalog (the concrete blocks, never
+    the shared base).
     """
-    try:
-        spec = registry.get(backend)
-    except NotSupported:
-        return planned()
-    if spec.settings is None:
-        return planned()
-    return credentials_class(backend)
+    classes: list[type[AgentRunsCredentials]] = []
+    for spec in registry.specs():
+        if spec.settings is None and _written_for(spec.name) is None:
+            continue  # a client-only backend (no block): nothing to offer
+        block = credentials_class(spec.name)
+        if block not in classes:
+            classes.append(block)
+    return classes
 
 
-WorkflowRunsCredentials = _built_or_planned("workflow_runs", _planned_workflow_runs)
-"""Credentials of the Linkage-style workflow-runs API (seed 002)."""
-ProjectThreadsCredentials = _built_or_planned("project_threads", _planned_project_threads)
-"""Credentials of the project thread-runs API (seed 003)."""
+WorkflowRunsCredentials = credentials_class("workflow_runs")
+"""Credentials of the Linkage-style workflow-runs API (seed 002), built from the backend's
+settings."""
+ProjectThreadsCredentials = credentials_class("project_threads")
+"""Credentials of the project thread-runs API (seed 003), built from the backend's
+settings."""

@@ -11,17 +11,26 @@ like Prefect's own ``Block.load``: awaitable in async code, a value in sync code
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar, TypeAlias, TypeVar, cast
 
 from prefect._internal.compatibility.async_dispatch import async_dispatch
 from prefect.blocks.abstract import JobBlock, JobRun
+from prefect.blocks.core import _collect_secret_fields
 from prefect.utilities.asyncutils import run_coro_as_sync
 from pydantic import Field, HttpUrl, SerializeAsAny, field_validator
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode
 
 from prefect_agent_runs.backends.base import RunsClient
-from prefect_agent_runs.blocks.credentials import _DOCS, AgentRunsCredentials, logo_url
+from prefect_agent_runs.blocks.credentials import (
+    _DOCS,
+    AgentRunsCredentials,
+    credentials_classes,
+    logo_url,
+    registering_nested_credentials,
+)
 from prefect_agent_runs.models import Run, RunRequest, RunStatus, ThreadResult
 from prefect_agent_runs.waiting import PollPolicy, raise_for_outcome
 
@@ -46,6 +55,38 @@ def _credentials_class_for_slug(slug: str) -> type[AgentRunsCredentials] | None:
             return block_class
         pending.extend(block_class.__subclasses__())
     return None
+
+
+def _offer_concrete_credentials(schema: dict[str, Any]) -> dict[str, Any]:
+    """The job's block schema with ``credentials`` as a choice of every concrete credentials
+    block (as Prefect writes a union of blocks), not the shared base: the Blocks catalog
+    then offers only blocks that work, and the job still takes any backend's block."""
+    blocks = credentials_classes()
+    definitions: dict[str, Any] = schema.setdefault("definitions", {})
+    definitions.pop(AgentRunsCredentials.__name__, None)
+    for block in blocks:
+        block_schema = block.model_json_schema()
+        definitions.update(block_schema.pop("definitions", {}))
+        definitions[block.__name__] = block_schema
+    field = schema["properties"]["credentials"]
+    field.pop("$ref", None)
+    field["anyOf"] = [{"$ref": f"#/definitions/{block.__name__}"} for block in blocks]
+    field.setdefault("title", "Credentials")
+    schema["block_schema_references"]["credentials"] = [
+        block._to_block_schema_reference_dict()  # type: ignore[no-untyped-call]
+        for block in blocks
+    ]
+    secrets = [s for s in schema.get("secret_fields", []) if not s.startswith("credentials.")]
+    for block in blocks:
+        found: list[str] = []
+        _collect_secret_fields("credentials", block, found)
+        secrets.extend(s for s in found if s not in secrets)
+    schema["secret_fields"] = secrets
+    return schema
+
+
+_SCHEMAS: dict[tuple[Any, ...], dict[str, Any]] = {}
+"""``AgentRunJob``'s block schemas, by class, arguments and offered credentials blocks."""
 
 
 @asynccontextmanager
@@ -315,6 +356,46 @@ class AgentRunJob(JobBlock):  # type: ignore[type-arg]
     _logo_url: ClassVar[HttpUrl | None] = logo_url("agent_run_job")
 
     credentials: AnyCredentials = Field(default=..., description="The backend's credentials block.")
+
+    @classmethod
+    def model_json_schema(  # type: ignore[override]  # Prefect's Block signature
+        cls,
+        by_alias: bool = True,
+        ref_template: str = "#/definitions/{model}",
+        schema_generator: type[GenerateJsonSchema] = GenerateJsonSchema,
+        mode: JsonSchemaMode = "validation",
+    ) -> dict[str, Any]:
+        """Prefect's block schema, ``credentials`` offering each concrete credentials block.
+
+        Computed once per set of registered credentials blocks (Prefect asks for it several
+        times per registration, and pydantic does not cache it).
+        """
+        key = (cls, by_alias, ref_template, schema_generator, mode, tuple(credentials_classes()))
+        schema = _SCHEMAS.get(key)
+        if schema is None:
+            schema = super().model_json_schema(by_alias, ref_template, schema_generator, mode)
+            schema = _SCHEMAS[key] = _offer_concrete_credentials(schema)
+        return copy.deepcopy(schema)
+
+    @classmethod
+    async def aregister_type_and_schema(cls, client: Any = None) -> None:
+        """Register the job's block type, and first every concrete credentials block it
+        offers (never the shared base, which is no block type)."""
+        for block in credentials_classes():
+            await block.aregister_type_and_schema(client)
+        kwargs = {"client": client} if client is not None else {}
+        with registering_nested_credentials():
+            await super().aregister_type_and_schema(**kwargs)
+
+    @classmethod
+    @async_dispatch(aregister_type_and_schema)
+    def register_type_and_schema(cls, client: Any = None) -> None:
+        """Register the job's block type, and first every concrete credentials block it
+        offers (awaitable in async code, like Prefect's own)."""
+        for block in credentials_classes():
+            block.register_type_and_schema(_sync=True)
+        with registering_nested_credentials():
+            super().register_type_and_schema(_sync=True)  # type: ignore[call-arg]
 
     @classmethod
     def _from_block_document(cls, block_document: Any) -> Any:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import os
 import sys
 import time
@@ -99,25 +98,10 @@ def _credentials(args: argparse.Namespace) -> Any:
 
 
 def _credentials_classes() -> list[Any]:
-    """Every credentials block class: one per registered backend, then the planned ones."""
-    from prefect_agent_runs.backends import registry
-    from prefect_agent_runs.blocks.credentials import (
-        AgentRunsCredentials,
-        ProjectThreadsCredentials,
-        WorkflowRunsCredentials,
-        credentials_class,
-    )
+    """Every credentials block class: one per registered backend that has one."""
+    from prefect_agent_runs.blocks.credentials import credentials_classes
 
-    classes: list[type[AgentRunsCredentials]] = []
-    for spec in registry.specs():
-        try:
-            classes.append(credentials_class(spec.name))
-        except Exception as exc:  # a backend without settings has no block: skip it
-            logging.getLogger(__name__).debug("no block for %s: %s", spec.name, exc)
-    for planned in (WorkflowRunsCredentials, ProjectThreadsCredentials):
-        if planned not in classes:
-            classes.append(planned)
-    return classes
+    return list(credentials_classes())
 
 
 def _load_block(name: str) -> Any:

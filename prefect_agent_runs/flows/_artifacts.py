@@ -190,19 +190,23 @@ def _reply(outcome: RunOutcome) -> str:
 
 
 def table_rows(result: BatchResult) -> list[dict[str, Any]]:
-    """One row per item: key, thread, run, status, seconds, reply, error (short)."""
+    """One row per item: key, status, seconds, error (short), reply, then thread and run.
+
+    The ids come last: they are long, and the Prefect UI clips a wide table on the right, so
+    what tells the story (status, reason, reply) comes first.
+    """
     rows = []
     for o in result.outcomes:
         seconds = (o.seconds_queued or 0.0) + (o.seconds_running or 0.0)
         rows.append(
             {
                 "key": o.key,
-                "thread": o.run.thread_id if o.run else "",
-                "run": o.run.id if o.run else "",
                 "status": o.status.value,
                 "seconds": round(seconds, 2) if o.run else None,
-                "reply": _reply(o),
                 "error": short_error(o),
+                "reply": _reply(o),
+                "thread": o.run.thread_id if o.run else "",
+                "run": o.run.id if o.run else "",
             }
         )
     return rows
@@ -211,7 +215,8 @@ def table_rows(result: BatchResult) -> list[dict[str, Any]]:
 def summary_markdown(
     result: BatchResult, *, fail_on: FailOn, seconds: float, resume_hint: str
 ) -> str:
-    """Counts by status, the failed items with their errors, and how to resume."""
+    """Counts by status, the failed items (a short reason in a table, then each full error,
+    which wraps, with its run and thread), and how to resume."""
     failed = result.failed
     lines = [
         f"# Batch `{result.batch_key}`",
@@ -230,14 +235,18 @@ def summary_markdown(
             "",
             "## Items that did not complete",
             "",
-            "| key | status | run | thread | error |",
-            "|---|---|---|---|---|",
+            "| key | status | reason |",
+            "|---|---|---|",
         ]
-        for o in failed[:MAX_FAILED_LISTED]:
-            err = _cell(o.error or o.status.value, MAX_FULL_ERROR_CHARS)
-            err = err.replace("|", "\\|").replace("\n", " ")
-            run, thread = (o.run.id, o.run.thread_id or "") if o.run else ("", "")
-            lines.append(f"| {o.key} | {o.status.value} | {run} | {thread} | {err} |")
+        listed = failed[:MAX_FAILED_LISTED]
+        for o in listed:
+            reason = short_error(o).replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| {o.key} | {o.status.value} | {reason} |")
+        lines += ["", "### Full errors", ""]
+        for o in listed:
+            err = _cell(o.error or o.status.value, MAX_FULL_ERROR_CHARS).replace("\n", " ")
+            where = f" (run `{o.run.id}`, thread `{o.run.thread_id or '-'}`)" if o.run else ""
+            lines.append(f"- **{o.key}**{where}: {err}")
         if len(failed) > MAX_FAILED_LISTED:
             lines.append(f"\n… and {len(failed) - MAX_FAILED_LISTED} more (see the table).")
     lines += ["", "## Resume", "", resume_hint]

@@ -11,15 +11,12 @@ into the platform's error body.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import json
 import logging
-import math
-import random
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -29,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from prefect_agent_runs.testing._faults import FaultInjection, Faults
 from prefect_agent_runs.testing._serve import ServedApp
 from prefect_agent_runs.testing.assistants import RecordedRequest
 
@@ -37,7 +35,6 @@ __all__ = ["EmulatorBase", "Handler", "HttpError", "iso", "new_id", "parse_scrip
 logger = logging.getLogger(__name__)
 
 _REDACTED_HEADERS = frozenset({"authorization", "x-client-secret", "api-key", "x-api-key"})
-_HTML_FAULTS = {502: "<html>502 Bad Gateway</html>", 504: "<html>504 Gateway Time-out</html>"}
 
 
 def iso(seconds: float) -> str:
@@ -70,18 +67,6 @@ class HttpError(Exception):
 
 
 @dataclass
-class _Faults:
-    rate: float
-    statuses: tuple[int, ...]
-    retry_after: float | None
-    delay_seconds: float
-    rng: random.Random
-    paths: tuple[str, ...] | None
-    methods: frozenset[str] | None
-    after_commit: bool
-
-
-@dataclass
 class _Drops:
     after_events: int
     remaining: int | None
@@ -91,34 +76,51 @@ Handler = Callable[[Request, Any, RecordedRequest], Awaitable[Response]]
 """An emulator route's handler: the request, its decoded JSON body, and its record."""
 
 
-class EmulatorBase(ServedApp):
+class EmulatorBase(FaultInjection, ServedApp):
     """Base of the emulators: recorded traffic, faults on request, dropped SSE streams.
 
     Subclasses list their routes in :meth:`routes` and say how a fault reads on their
     platform in :meth:`fault_body`.
 
     Args:
-        clock: Monotonic clock driving run lifecycles (e.g. a ``FakeClock``).
-        wall_clock: Wall clock for timestamps.
+        run_seconds: How long a run runs before its outcome.
+        queue_seconds: How long a run stays queued first.
+        outcome: The outcome of every run not scripted otherwise.
+        outcomes: The outcomes the platform's emulator knows (empty: any).
+        clock: Monotonic clock driving run lifecycles (e.g. a ``FakeClock``; default
+            ``time.monotonic``).
+        wall_clock: Wall clock for timestamps (default ``time.time``).
         host: Address to serve on.
         port: Port to serve on (default: a free one).
+
+    Raises:
+        ValueError: ``outcome`` is not one of ``outcomes``.
     """
 
     def __init__(
         self,
         *,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
+        run_seconds: float = 0.2,
+        queue_seconds: float = 0.0,
+        outcome: str = "completed",
+        outcomes: Collection[str] = (),
+        clock: Callable[[], float] | None = None,
+        wall_clock: Callable[[], float] | None = None,
         host: str = "127.0.0.1",
         port: int | None = None,
     ) -> None:
+        if outcomes and outcome not in outcomes:
+            raise ValueError(f"outcome must be one of {outcomes}, not {outcome!r}")
         super().__init__(host=host, port=port)
-        self.clock = clock
-        self.wall_clock = wall_clock
+        self.run_seconds = run_seconds
+        self.queue_seconds = queue_seconds
+        self.outcome = outcome
+        self.clock = clock or time.monotonic
+        self.wall_clock = wall_clock or time.time
         self.requests: list[RecordedRequest] = []
         """Every request received, in order."""
         self._lock = threading.RLock()
-        self._faults: _Faults | None = None
+        self._faults: Faults | None = None
         self._drops: _Drops | None = None
         self.app = Starlette(routes=self._starlette_routes())
 
@@ -138,43 +140,18 @@ class EmulatorBase(ServedApp):
 
     # -- public ------------------------------------------------------------------------
 
-    def inject_faults(
-        self,
-        rate: float = 0.3,
-        statuses: Iterable[int] = (429, 500, 502, 503),
-        retry_after: float | None = 1,
-        delay_seconds: float = 0.0,
-        seed: int = 0,
-        paths: Iterable[str] | None = None,
-        *,
-        methods: Iterable[str] | None = None,
-        after_commit: bool = False,
-    ) -> None:
-        """Make a share of requests fail or answer slowly.
+    @property
+    def base_url(self) -> str:
+        """The API root, ``http://127.0.0.1:<port>`` (Linkage's ``serverURL``; project
+        threads' paths start with ``/api`` below it)."""
+        return self.url
 
-        Args:
-            rate: Probability (0..1) that a matching request is faulted.
-            statuses: Statuses to choose from (empty: slow but normal answers). 502 and 504
-                answer an HTML body like a proxy; others the platform's error body.
-            retry_after: Seconds sent as ``Retry-After`` on 429 and 503; ``None`` omits it.
-            delay_seconds: Seconds to wait before answering a faulted request.
-            seed: Seed of the random choice, for reproducible tests.
-            paths: ``fnmatch`` patterns of request paths; ``None`` matches every path.
-            methods: HTTP methods to fault; ``None`` matches all.
-            after_commit: Handle the request first (e.g. really create the run), then wait
-                and answer the fault, like a server that fails after committing.
-        """
+    def reset(self) -> None:
+        """Forget every recorded request, fault and stream drop (subclasses: and their
+        runs and threads)."""
         with self._lock:
-            self._faults = _Faults(
-                rate=rate,
-                statuses=tuple(statuses),
-                retry_after=retry_after,
-                delay_seconds=delay_seconds,
-                rng=random.Random(seed),
-                paths=tuple(paths) if paths is not None else None,
-                methods=frozenset(m.upper() for m in methods) if methods is not None else None,
-                after_commit=after_commit,
-            )
+            self.requests.clear()
+            self.clear_faults()
 
     def clear_faults(self) -> None:
         """Stop injecting faults and dropping streams."""
@@ -312,33 +289,9 @@ class EmulatorBase(ServedApp):
         """The JSON body answered (with 400) to a request whose body is not JSON."""
         return self.fault_body(400, "POST", path)
 
-    def _pick_fault(self, method: str, path: str) -> _Faults | None:
-        with self._lock:
-            faults = self._faults
-            if faults is None:
-                return None
-            if faults.methods is not None and method not in faults.methods:
-                return None
-            if faults.paths is not None and not any(
-                fnmatch.fnmatchcase(path, p) for p in faults.paths
-            ):
-                return None
-            if faults.rng.random() >= faults.rate:
-                return None
-            return faults
-
-    def _fault_response(self, faults: _Faults, record: RecordedRequest) -> Response | None:
-        if not faults.statuses:
-            return None
-        with self._lock:
-            status = faults.rng.choice(faults.statuses)
-        record.fault = status
-        if status in _HTML_FAULTS:
-            record.response_json = None
-            return Response(_HTML_FAULTS[status], status_code=status, media_type="text/html")
-        headers: dict[str, str] = {}
-        if status in (429, 503) and faults.retry_after is not None:
-            headers["retry-after"] = str(max(1, math.ceil(faults.retry_after)))
+    def _fault_json(
+        self, record: RecordedRequest, status: int, headers: dict[str, str]
+    ) -> Response:
         return self.json(
             record, self.fault_body(status, record.method, record.path), status, headers
         )

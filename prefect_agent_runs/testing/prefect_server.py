@@ -52,6 +52,9 @@ class PrefectServer:
         startup_timeout_seconds: How long to wait for ``GET /api/health``.
         home: The ``PREFECT_HOME`` to use (default: a new temporary directory, removed on
             stop).
+        server_env: More environment for the server process only (e.g.
+            ``{"PREFECT_API_BLOCKS_REGISTER_ON_START": "false"}``: a catalog of only the
+            block types registered by hand).
     """
 
     def __init__(
@@ -60,8 +63,10 @@ class PrefectServer:
         ui: bool = False,
         startup_timeout_seconds: float = 120.0,
         home: Path | None = None,
+        server_env: dict[str, str] | None = None,
     ) -> None:
         self.ui = ui
+        self.server_env = dict(server_env or {})
         self.startup_timeout_seconds = startup_timeout_seconds
         self._own_home = home is None
         self.home = home or Path(tempfile.mkdtemp(prefix="prefect-server-"))
@@ -117,6 +122,7 @@ class PrefectServer:
             PREFECT_SERVER_API_HOST="127.0.0.1",
             PREFECT_SERVER_API_PORT=str(self.port),
             PREFECT_LOGGING_LEVEL="WARNING",
+            **self.server_env,
         )
         env.pop("PREFECT_API_URL")  # the server itself must not call another one
         self._log = self.log_path.open("wb")

@@ -140,17 +140,16 @@ class ProjectThreadsEmulator(EmulatorBase):
         host: str = "127.0.0.1",
         port: int | None = None,
     ) -> None:
-        if outcome not in OUTCOMES:
-            raise ValueError(f"outcome must be one of {OUTCOMES}, not {outcome!r}")
-        kwargs: dict[str, Any] = {}
-        if clock is not None:
-            kwargs["clock"] = clock
-        if wall_clock is not None:
-            kwargs["wall_clock"] = wall_clock
-        super().__init__(host=host, port=port, **kwargs)
-        self.run_seconds = run_seconds
-        self.queue_seconds = queue_seconds
-        self.outcome = outcome
+        super().__init__(
+            run_seconds=run_seconds,
+            queue_seconds=queue_seconds,
+            outcome=outcome,
+            outcomes=OUTCOMES,
+            clock=clock,
+            wall_clock=wall_clock,
+            host=host,
+            port=port,
+        )
         self.token = token
         self.project_id = project_id
         self.team_id = team_id
@@ -158,17 +157,11 @@ class ProjectThreadsEmulator(EmulatorBase):
         self.message_run_ids = message_run_ids
         self._threads: dict[str, _Thread] = {}
 
-    @property
-    def base_url(self) -> str:
-        """The API root, ``http://127.0.0.1:<port>`` (paths start with ``/api``)."""
-        return self.url
-
     def reset(self) -> None:
         """Forget every thread, run, recorded request, fault and stream drop."""
         with self._lock:
             self._threads.clear()
-            self.requests.clear()
-            self.clear_faults()
+            super().reset()
 
     def create_thread(self, messages: Iterable[tuple[str, str]] = ()) -> str:
         """Create a thread in the served project (the service creates them through chat).

@@ -114,34 +114,27 @@ class WorkflowRunsEmulator(EmulatorBase):
         host: str = "127.0.0.1",
         port: int | None = None,
     ) -> None:
-        if outcome not in OUTCOMES:
-            raise ValueError(f"outcome must be one of {OUTCOMES}, not {outcome!r}")
-        kwargs: dict[str, Any] = {}
-        if clock is not None:
-            kwargs["clock"] = clock
-        if wall_clock is not None:
-            kwargs["wall_clock"] = wall_clock
-        super().__init__(host=host, port=port, **kwargs)
-        self.run_seconds = run_seconds
-        self.queue_seconds = queue_seconds
-        self.outcome = outcome
+        super().__init__(
+            run_seconds=run_seconds,
+            queue_seconds=queue_seconds,
+            outcome=outcome,
+            outcomes=OUTCOMES,
+            clock=clock,
+            wall_clock=wall_clock,
+            host=host,
+            port=port,
+        )
         self.progress_events = progress_events
         self.api_key = api_key
         self.client_id = client_id
         self.stream_poll_seconds = stream_poll_seconds
         self._runs: dict[str, _Run] = {}
 
-    @property
-    def base_url(self) -> str:
-        """The API root (Linkage's ``serverURL``), ``http://127.0.0.1:<port>``."""
-        return self.url
-
     def reset(self) -> None:
         """Forget every run, recorded request, fault and stream drop."""
         with self._lock:
             self._runs.clear()
-            self.requests.clear()
-            self.clear_faults()
+            super().reset()
 
     def runs(self) -> list[dict[str, Any]]:
         """Snapshot of all runs (oldest first), advanced to the current clock."""

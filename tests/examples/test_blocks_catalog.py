@@ -1,20 +1,39 @@
 """What the Prefect blocks catalog shows: readable titles, secrets first, one logo per block
-(shipped in the package), and no block type for a backend that is not built."""
+(shipped in the package), no block type for a backend that is not built, and never the
+abstract ``AgentRunsCredentials`` (checked on a real ``prefect server start``)."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
-from prefect.blocks.core import InvalidBlockRegistration
+from prefect.blocks.core import Block, InvalidBlockRegistration
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 import prefect_agent_runs
-from prefect_agent_runs import AgentRunJob, AssistantsCredentials, LangGraphCredentials
-from prefect_agent_runs.blocks.credentials import AgentRunsCredentials
+from prefect_agent_runs import (
+    AgentRunJob,
+    AssistantsCredentials,
+    LangGraphCredentials,
+    ProjectThreadsCredentials,
+    WorkflowRunsCredentials,
+)
+from prefect_agent_runs.blocks.credentials import AgentRunsCredentials, credentials_classes
+from prefect_agent_runs.testing.prefect_server import PrefectServer
 
 LOGOS = Path(prefect_agent_runs.__file__).parent / "blocks" / "logos"
 BLOCKS = [LangGraphCredentials, AssistantsCredentials]
+SECRET_FIRST = {
+    "LangGraphCredentials": "api_key",
+    "AssistantsCredentials": "api_key",
+    "WorkflowRunsCredentials": "api_key",
+    "ProjectThreadsCredentials": "token",
+}
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.__name__)
@@ -48,3 +67,81 @@ def test_a_block_whose_backend_is_not_built_is_not_registered() -> None:
 
     with pytest.raises(InvalidBlockRegistration, match="not_built_backend backend is not built"):
         NotBuiltCredentials.register_type_and_schema()
+
+
+def test_the_shared_base_is_no_block_type() -> None:
+    with pytest.raises(InvalidBlockRegistration):
+        AgentRunsCredentials.register_type_and_schema()
+    assert AgentRunsCredentials not in credentials_classes()
+    for block in [*BLOCKS, WorkflowRunsCredentials, ProjectThreadsCredentials]:
+        assert block in credentials_classes()
+
+
+def test_the_job_offers_each_concrete_credentials_block() -> None:
+    schema = AgentRunJob.model_json_schema()
+    field = schema["properties"]["credentials"]
+    offered = [ref["$ref"].rsplit("/", 1)[-1] for ref in field["anyOf"]]
+    assert offered == [block.__name__ for block in credentials_classes()]
+    assert "AgentRunsCredentials" not in schema["definitions"]
+    slugs = [ref["block_type_slug"] for ref in schema["block_schema_references"]["credentials"]]
+    assert slugs == [block.get_block_type_slug() for block in credentials_classes()]
+    assert "agentrunscredentials" not in slugs
+    assert {"credentials.api_key", "credentials.token"} <= set(schema["secret_fields"])
+
+
+async def _catalog(server: PrefectServer) -> dict[str, Any]:
+    with temporary_settings({PREFECT_API_URL: server.api_url}):
+        async with get_client() as client:
+            types = await client.read_block_types()
+            ours = {
+                t.slug: t
+                for t in types
+                if t.documentation_url and "prefect-agent-runs" in str(t.documentation_url)
+            }
+            schemas = {
+                slug: (await client.get_most_recent_block_schema_for_block_type(t.id))
+                for slug, t in ours.items()
+            }
+            return {"types": types, "ours": ours, "schemas": schemas}
+
+
+async def test_the_catalog_of_a_real_server_lists_only_concrete_working_blocks(
+    prefect_server: PrefectServer,
+) -> None:
+    """`prefect block register -m prefect_agent_runs` on a real server, as a user does, then
+    the catalog read back through the API: no abstract block, titles and order as shown."""
+    register = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "prefect", "block", "register", "-m", "prefect_agent_runs"],
+        env=prefect_server.env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert register.returncode == 0, register.stderr
+    printed = " ".join(register.stdout.split())  # Prefect's table of the registered blocks
+    for block in [AgentRunJob, *credentials_classes()]:
+        assert block.get_block_type_name() in printed, register.stdout
+    assert "Agent Runs Credentials" not in printed and "AgentRunsCredentials" not in printed
+    catalog = await _catalog(prefect_server)
+    assert "agentrunscredentials" not in {t.slug for t in catalog["types"]}
+    expected = {b.get_block_type_slug(): b for b in [AgentRunJob, *credentials_classes()]}
+    assert set(catalog["ours"]) == set(expected)
+    for slug, block_schema in catalog["schemas"].items():
+        block = expected[slug]
+        assert block_schema is not None, slug
+        properties = block_schema.fields["properties"]
+        if block is AgentRunJob:
+            offered = [r["$ref"].rsplit("/", 1)[-1] for r in properties["credentials"]["anyOf"]]
+            assert offered == [b.__name__ for b in credentials_classes()]
+            continue
+        assert list(properties)[:2] == [SECRET_FIRST[block.__name__], "base_url"], slug
+        assert properties["base_url"]["title"] == "Base URL"
+        if "api_key" in properties:
+            assert properties["api_key"]["title"] == "API key"
+        # a working block: the catalog's block type loads as its class and builds a client
+        loaded = Block.get_block_class_from_key(slug)
+        assert loaded is block
+        required = {"project_id": "p1"} if "project_id" in properties else {}
+        client = loaded(base_url="http://127.0.0.1:9", **required).get_client()
+        await client.aclose()

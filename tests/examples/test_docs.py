@@ -66,17 +66,39 @@ def test_every_docs_page_in_the_nav_exists() -> None:
     import yaml
 
     config = yaml.safe_load((REPO / "mkdocs.yml").read_text())
-
-    def pages(nav: object) -> list[str]:
-        if isinstance(nav, str):
-            return [nav]
-        if isinstance(nav, list):
-            return [p for item in nav for p in pages(item)]
-        if isinstance(nav, dict):
-            return [p for value in nav.values() for p in pages(value)]
-        return []
-
-    listed = pages(config["nav"])
+    listed = _nav_pages(config["nav"])
     assert len(listed) > 15
     for page in listed:
         assert (REPO / "docs" / page).is_file(), page
+
+
+def test_every_docs_page_is_in_the_nav() -> None:
+    import yaml
+
+    config = yaml.safe_load((REPO / "mkdocs.yml").read_text())
+    listed = set(str(p) for p in _nav_pages(config["nav"]))
+    pages = {str(p.relative_to(REPO / "docs")) for p in (REPO / "docs").rglob("*.md")}
+    assert pages - listed == set()
+
+
+def _nav_pages(nav: object) -> list[str]:
+    if isinstance(nav, str):
+        return [nav]
+    if isinstance(nav, list):
+        return [p for item in nav for p in _nav_pages(item)]
+    if isinstance(nav, dict):
+        return [p for value in nav.values() for p in _nav_pages(value)]
+    return []
+
+
+def test_every_backend_page_has_its_capability_matrix_and_status_mapping() -> None:
+    from prefect_agent_runs.backends import registry
+
+    for spec in registry.specs():
+        if not spec.client.__module__.startswith("prefect_agent_runs.backends."):
+            continue  # a backend defined by a test
+        page = (REPO / "docs" / "backends" / f"{spec.name}.md").read_text()
+        assert "\n## Capability matrix\n" in page, spec.name
+        mapping = page.split("\n## Status mapping\n", 1)[1].split("\n## ", 1)[0]
+        for raw in spec.status_map:
+            assert f"`{raw}`" in mapping, (spec.name, raw)

@@ -47,6 +47,8 @@ class Target:
     make_items: Callable[[int], list[dict[str, Any]]]
     expected_text: Callable[[int], str]
     count: Callable[[str], ServerCount]
+    bind: Callable[[str, list[dict[str, Any]]], None] | None = None
+    """Told which items a batch key got (where the server cannot tell: project threads)."""
 
 
 def langgraph_items(n: int, *, sleep: float = 0.0) -> list[dict[str, Any]]:
@@ -204,3 +206,27 @@ def judge(
 
 def new_batch_key(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def emulator_runs_count(
+    emulator: Any, *, thread_keys: dict[str, dict[str, str]] | None = None
+) -> Callable[[str], ServerCount]:
+    """Runs per key from an emulator's store: by the run's batch tags (workflow runs), or,
+    where runs carry no metadata (project threads), by the thread each item of the batch
+    was given (``thread_keys[batch_key][thread_id] = key``)."""
+
+    def count(batch_key: str) -> ServerCount:
+        out = ServerCount()
+        threads = (thread_keys or {}).get(batch_key, {})
+        for run in emulator.runs():
+            if thread_keys is not None:
+                key = threads.get(str(run.get("threadId")))
+                if key is not None:
+                    out.runs_by_key[key] += 1
+                continue
+            meta = run.get("metadata") or {}
+            if meta.get(METADATA_BATCH_KEY) == batch_key:
+                out.runs_by_key[str(meta.get(METADATA_ITEM_KEY))] += 1
+        return out
+
+    return count

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from typing import Any
@@ -30,6 +28,7 @@ from prefect_agent_runs.blocks.credentials import LangGraphCredentials
 from prefect_agent_runs.errors import ValidationError
 from prefect_agent_runs.flows import artifact_keys, create_runs, run_batch, wait_for_runs
 from prefect_agent_runs.models import METADATA_FLOW_RUN_ID, BatchFailed, BatchResult
+from prefect_agent_runs.testing.prefect_server import PrefectServer
 
 conftest = sys.modules[next(m for m in sys.modules if m.endswith("prefect.conftest"))]
 LangGraphProbe = conftest.LangGraphProbe
@@ -232,40 +231,18 @@ async def test_hook_cancels_runs_of_a_killed_process(
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_cancel_served_deployment(
-    langgraph_url: str, probe: LangGraphProbe, batch_key: str
+    langgraph_url: str, probe: LangGraphProbe, batch_key: str, prefect_server: PrefectServer
 ) -> None:
+    """On the session's real ``prefect server start`` (one server for every test that needs
+    one in another process, not a server of its own)."""
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.states import Cancelling
 
-    home = tempfile.mkdtemp(prefix="prefect-home-")
-    port = _free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    env = subprocess_env(PREFECT_HOME=home, PREFECT_API_URL=api_url)
+    api_url = prefect_server.api_url
+    env = subprocess_env(PREFECT_HOME=str(prefect_server.home), PREFECT_API_URL=api_url)
     env.pop("PREFECT_API_KEY", None)
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "prefect",
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     served: subprocess.Popen[str] | None = None
     timings: dict[str, float] = {}
     try:
@@ -316,13 +293,13 @@ def test_cancel_served_deployment(
         statuses = sorted({r["status"] for r in probe.batch_runs(batch_key)})
         assert statuses == ["interrupted"], statuses
         print(
-            f"\n[c] served deployment: prefect server up in {timings['server']:.1f} s, deployment "
+            f"\n[c] served deployment: session prefect server healthy in {timings['server']:.1f} s, deployment "
             f"served in {timings['serve']:.1f} s, {n} remote runs started "
             f"{timings['runs started']:.1f} s after run_deployment; after Cancelling all were "
             f"interrupted on the server in {latency:.2f} s; flow run state {state}"
         )
     finally:
-        for proc in (served, server):
+        for proc in (served,):
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
                 try:

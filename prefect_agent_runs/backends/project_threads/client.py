@@ -9,9 +9,12 @@
   from ``GET .../threads/{threadId}``.
 * Errors: ProblemDetails (400, field errors kept) and ``{message, details}`` (401, 403,
   404, 500). Every request sends an ``X-Correlation-Id``, named in every error.
-* No list, no cancel: ``NotSupported``. A create whose answer is lost is not resent: the
-  thread's messages are searched for it (adopted when its message names the run), else
-  the item fails saying the run may exist.
+* No list, no cancel: ``NotSupported``. A create whose answer is lost goes through the
+  shared create skeleton (:func:`~prefect_agent_runs.backends.create.create_reconciled`):
+  the thread's messages are searched for it over the lookup window (adopted when its
+  message names the run; a message that names no run fails the item, never resent), and
+  only when the message is still not there after the window is the create sent again. The
+  bound: a create delivered later than the window may start a second run.
 * With ``team_id``, paths take the swagger's ``/api/teams/{teamId}/projects/...`` form.
 """
 
@@ -24,13 +27,14 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from prefect_agent_runs.backends.base import BaseRunsClient
+from prefect_agent_runs.backends.create import create_reconciled
 from prefect_agent_runs.backends.steps import poll_step
-from prefect_agent_runs.errors import AgentRunsError, ApiError, TransportError, ValidationError
+from prefect_agent_runs.errors import ServerError, ValidationError
 from prefect_agent_runs.http import RetryMode, RetryPolicy, Transport
 from prefect_agent_runs.models import Run, RunRequest, ThreadResult
 from prefect_agent_runs.models import RunStatus as S
 from prefect_agent_runs.responses import parse_error_body
-from prefect_agent_runs.transient import may_have_started
+from prefect_agent_runs.transient import TRANSIENT_TOLERANCE
 from prefect_agent_runs.waiting import Clock, Observation, PollPolicy, Sleep, wait_for_terminal
 
 __all__ = [
@@ -104,6 +108,7 @@ class ProjectThreadsClient(BaseRunsClient):
         http_client: An ``httpx.AsyncClient`` to use (tests).
         clock: Monotonic clock for deadlines (tests).
         sleep: Sleep between observations and retries (tests).
+        verify_tls: Verify the server's TLS certificate (default); off logs a warning.
         correlation_id: Makes the ``X-Correlation-Id`` of each request (default uuid4).
         **extra: Other credentials fields (ignored).
     """
@@ -121,13 +126,14 @@ class ProjectThreadsClient(BaseRunsClient):
         project_id: str | None = None,
         team_id: str | None = None,
         request_timeout_seconds: float = 30.0,
-        max_retries: int = 3,
+        max_retries: int = TRANSIENT_TOLERANCE,
         max_concurrency: int = 32,
         retry_policy: RetryPolicy | None = None,
         policy: PollPolicy | None = None,
         http_client: Any = None,
         clock: Clock | None = None,
         sleep: Sleep | None = None,
+        verify_tls: bool = True,
         correlation_id: Callable[[], str] | None = None,
         **extra: Any,
     ) -> None:
@@ -143,6 +149,7 @@ class ProjectThreadsClient(BaseRunsClient):
                 retry_policy=retry_policy,
                 sleep=sleep,
                 http_client=http_client,
+                verify_tls=verify_tls,
                 error_parser=parse_project_error,
             ),
             policy=policy or PollPolicy(poll_interval_seconds=2.0, max_poll_interval_seconds=10.0),
@@ -172,10 +179,7 @@ class ProjectThreadsClient(BaseRunsClient):
     def to_run(self, raw: Any) -> Run:
         """A :class:`Run` from a ``RunResponse``."""
         if not isinstance(raw, dict) or not raw.get("runId"):
-            raise ValidationError(
-                f"project_threads: the server answered something that is not a run: {raw!r:.200}",
-                backend=self.backend,
-            )
+            raise self.bad_shape("a run object", raw)
         raw_status = raw.get("status") if isinstance(raw.get("status"), str) else None
         if raw.get("userMessage"):
             self._user_messages[str(raw["runId"])] = str(raw["userMessage"])
@@ -229,7 +233,8 @@ class ProjectThreadsClient(BaseRunsClient):
         return message, request.instructions
 
     async def create_run(self, request: RunRequest) -> Run:
-        """Add the message to the thread and start a run; never sent twice.
+        """Add the message to the thread and start a run; resent only after the message
+        was looked for on the thread over the lookup window (the shared create skeleton).
 
         Raises:
             ValidationError: Bad input, or no ``thread_id`` (before any request).
@@ -250,44 +255,49 @@ class ProjectThreadsClient(BaseRunsClient):
         action = f"create run on thread {request.thread_id}" + (
             f" (key {request.key!r})" if request.key else ""
         )
-        cid = self._correlation()
-        try:
+
+        async def send() -> Run:
+            cid = self._correlation()
             raw = await self.transport.request_json(
                 "POST", path, action=f"{action} (X-Correlation-Id {cid})",
                 mode=RetryMode.CREATE, json=body, headers={"X-Correlation-Id": cid},
             )  # fmt: skip
-        except (TransportError, ApiError) as exc:
-            if not may_have_started(exc):
-                raise
-            return await self._reconcile(request.thread_id, message, exc)
-        return self.to_run(raw)
+            return self.to_run(raw)
 
-    async def _reconcile(self, thread_id: str, message: str, exc: AgentRunsError) -> Run:
-        """After a lost create answer: find the run through the thread's messages."""
-        try:
-            detail = await self._call(
-                "GET", self._thread_path(thread_id), f"read thread {thread_id}"
-            )
-        except AgentRunsError as lookup_error:
-            raise _reworded(
-                exc,
-                f" — and reading the thread to look for it failed too ({lookup_error}); the "
-                "run MAY exist: it was not resent",
-            ) from lookup_error
+        thread_id = request.thread_id
+
+        async def lookup() -> Run | None:
+            return await self._find_created(thread_id, message)
+
+        return await create_reconciled(
+            send, lookup, backend=self.backend, action=action, **self._create_kwargs()
+        )
+
+    async def _find_created(self, thread_id: str, message: str) -> Run | None:
+        """After a lost create answer: the run, found through the thread's messages.
+
+        The newest user message with this text whose run this client does not know yet;
+        None when there is none (yet). A message that names no run cannot be adopted, and
+        must not be sent again: that raises (not transient).
+        """
+        detail = await self._call("GET", self._thread_path(thread_id), f"read thread {thread_id}")
         messages = detail.get("messages") if isinstance(detail, dict) else None
         for item in reversed(messages or []):
+            if not isinstance(item, dict):
+                continue
             if item.get("role") == "user" and item.get("content") == message:
                 run_id = _run_id_of(item)
-                if run_id:
-                    return await self.get_run(run_id, thread_id=thread_id)
-                raise _reworded(exc, (
-                    f" — the message is on thread {thread_id}, so the run exists, but its id is "
-                    "not known; it was not resent"
-                ))  # fmt: skip
-        raise _reworded(exc, (
-            f" — the message is not on thread {thread_id} (yet); the run MAY exist: it was "
-            "not resent"
-        ))  # fmt: skip
+                if run_id is None:
+                    raise ServerError(
+                        f"project_threads: the message is on thread {thread_id}, so the run "
+                        "exists, but its id is not known; it was not resent",
+                        status_code=200,
+                        backend=self.backend,
+                    )
+                if run_id in self._user_messages:
+                    continue  # an earlier run of ours with the same text
+                return await self.get_run(run_id, thread_id=thread_id)
+        return None
 
     async def get_run(self, run_id: str, *, thread_id: str | None = None) -> Run:
         """Read one run (``thread_id`` is required)."""
@@ -371,10 +381,3 @@ class ProjectThreadsClient(BaseRunsClient):
             text=str(replies[-1]["content"]) if replies else None,
             source="thread",
         )
-
-
-def _reworded(exc: AgentRunsError, tail: str) -> AgentRunsError:
-    """``exc`` again with ``tail`` added to its message (same class and fields)."""
-    from prefect_agent_runs.backends.create import _error_kwargs
-
-    return type(exc)(exc.message + tail, **_error_kwargs(exc))

@@ -39,6 +39,7 @@ from prefect_agent_runs.models import (
     ThreadResult,
 )
 from prefect_agent_runs.models import RunStatus as S
+from prefect_agent_runs.transient import TRANSIENT_TOLERANCE
 from prefect_agent_runs.waiting import Clock, Observation, PollPolicy, Sleep, wait_for_terminal
 
 __all__ = [
@@ -145,6 +146,7 @@ class WorkflowRunsClient(BaseRunsClient):
         http_client: An ``httpx.AsyncClient`` to use (tests).
         clock: Monotonic clock for deadlines (tests).
         sleep: Sleep between observations and retries (tests).
+        verify_tls: Verify the server's TLS certificate (default); off logs a warning.
         **extra: Other credentials fields (ignored).
 
     Example:
@@ -172,13 +174,14 @@ class WorkflowRunsClient(BaseRunsClient):
         client_id: str | None = None,
         stream: bool = True,
         request_timeout_seconds: float = 30.0,
-        max_retries: int = 3,
+        max_retries: int = TRANSIENT_TOLERANCE,
         max_concurrency: int = 32,
         retry_policy: RetryPolicy | None = None,
         policy: PollPolicy | None = None,
         http_client: Any = None,
         clock: Clock | None = None,
         sleep: Sleep | None = None,
+        verify_tls: bool = True,
         **extra: Any,
     ) -> None:
         headers = {}
@@ -198,6 +201,7 @@ class WorkflowRunsClient(BaseRunsClient):
                 retry_policy=retry_policy,
                 sleep=sleep,
                 http_client=http_client,
+                verify_tls=verify_tls,
                 error_parser=parse_linkage_error,
             ),
             policy=policy,
@@ -222,10 +226,7 @@ class WorkflowRunsClient(BaseRunsClient):
     def to_run(self, raw: Any) -> Run:
         """A :class:`Run` from Linkage's run object."""
         if not isinstance(raw, dict) or not raw.get("runId"):
-            raise ValidationError(
-                f"workflow_runs: the server answered something that is not a run: {raw!r:.200}",
-                backend=self.backend,
-            )
+            raise self.bad_shape("a run object", raw)
         raw_status = raw.get("status") if isinstance(raw.get("status"), str) else None
         error = raw.get("error")
         return Run(

@@ -28,15 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import fnmatch
 import json
 import logging
-import math
-import random
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -44,10 +41,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from prefect_agent_runs.testing._faults import FaultInjection, Faults
 from prefect_agent_runs.testing.assistants.handlers import EmulatorHandlers
 from prefect_agent_runs.testing.assistants.records import (
     _FAULT_MESSAGES,
-    _HTML_FAULTS,
     _PREFIXES,
     _REDACTED_HEADERS,
     OUTCOMES,
@@ -55,7 +52,6 @@ from prefect_agent_runs.testing.assistants.records import (
     FakeClock,
     RecordedRequest,
     _Call,
-    _Faults,
     _Run,
     _strip_prefix,
     _Thread,
@@ -76,7 +72,7 @@ _Handler = Callable[[_Call], Awaitable[Response]]
 _METHODS = ["GET", "POST", "DELETE", "PUT", "PATCH"]
 
 
-class AssistantsEmulator(EmulatorHandlers):
+class AssistantsEmulator(FaultInjection, EmulatorHandlers):
     """Emulates the OpenAI Assistants API v2 under ``/v1`` (and Azure's ``/openai``).
 
     Args:
@@ -98,6 +94,8 @@ class AssistantsEmulator(EmulatorHandlers):
         host: Address to serve on.
         port: Port to serve on (default: a free one).
     """
+
+    _retry_after_ms = True
 
     def __init__(
         self,
@@ -133,7 +131,7 @@ class AssistantsEmulator(EmulatorHandlers):
         self.requests: list[RecordedRequest] = []
         """Every request received, in order (see :class:`RecordedRequest`)."""
         self._lock = threading.RLock()
-        self._faults: _Faults | None = None
+        self._faults: Faults | None = None
         self._threads: dict[str, _Thread] = {}
         self._runs: dict[str, _Run] = {}
         self._assistants: dict[str, dict[str, Any]] = {}
@@ -158,56 +156,6 @@ class AssistantsEmulator(EmulatorHandlers):
             self._threads.clear()
             self._runs.clear()
             self._assistants.clear()
-            self._faults = None
-
-    def inject_faults(
-        self,
-        rate: float = 0.3,
-        statuses: Iterable[int] = (429, 500, 502, 503),
-        retry_after: float | None = 1,
-        delay_seconds: float = 0.0,
-        seed: int = 0,
-        paths: Iterable[str] | None = None,
-        *,
-        methods: Iterable[str] | None = None,
-        after_commit: bool = False,
-    ) -> None:
-        """Make a share of requests fail or answer slowly.
-
-        A faulted request waits ``delay_seconds``, then answers a status drawn from
-        ``statuses`` (an empty ``statuses`` gives slow but normal answers). 502 and 504
-        answer an HTML body like a proxy; others the OpenAI error body.
-
-        Args:
-            rate: Probability (0..1) that a matching request is faulted.
-            statuses: Statuses to choose from.
-            retry_after: Seconds sent as ``Retry-After`` on 429 and 503 (rounded up;
-                a non-integer value also sends ``retry-after-ms``); ``None`` omits it.
-            delay_seconds: Seconds to wait before answering a faulted request.
-            seed: Seed of the random choice, for reproducible tests.
-            paths: ``fnmatch`` patterns of paths without the ``/v1`` prefix (e.g.
-                ``"/threads/*/runs"``); ``None`` matches every path.
-            methods: HTTP methods to fault; ``None`` matches all.
-            after_commit: Handle the request first (e.g. really create the run), then wait
-                and answer the fault, like a server or proxy that fails after committing.
-                With ``statuses=()`` and a ``delay_seconds`` above the client's read
-                timeout, the client times out although the run exists.
-        """
-        with self._lock:
-            self._faults = _Faults(
-                rate=rate,
-                statuses=tuple(statuses),
-                retry_after=retry_after,
-                delay_seconds=delay_seconds,
-                rng=random.Random(seed),
-                paths=tuple(paths) if paths is not None else None,
-                methods=frozenset(m.upper() for m in methods) if methods is not None else None,
-                after_commit=after_commit,
-            )
-
-    def clear_faults(self) -> None:
-        """Stop injecting faults."""
-        with self._lock:
             self._faults = None
 
     def runs(self, thread_id: str | None = None) -> list[dict[str, Any]]:
@@ -268,35 +216,9 @@ class AssistantsEmulator(EmulatorHandlers):
         response.headers["openai-processing-ms"] = "1"
         return response
 
-    def _pick_fault(self, method: str, route: str) -> _Faults | None:
-        with self._lock:
-            faults = self._faults
-            if faults is None:
-                return None
-            if faults.methods is not None and method not in faults.methods:
-                return None
-            if faults.paths is not None and not any(
-                fnmatch.fnmatchcase(route, p) for p in faults.paths
-            ):
-                return None
-            if faults.rng.random() >= faults.rate:
-                return None
-            return faults
-
-    def _fault_response(self, faults: _Faults, record: RecordedRequest) -> Response | None:
-        if not faults.statuses:
-            return None
-        with self._lock:
-            status = faults.rng.choice(faults.statuses)
-        record.fault = status
-        if status in _HTML_FAULTS:
-            record.response_json = None
-            return Response(_HTML_FAULTS[status], status_code=status, media_type="text/html")
-        headers: dict[str, str] = {}
-        if status in (429, 503) and faults.retry_after is not None:
-            headers["retry-after"] = str(max(1, math.ceil(faults.retry_after)))
-            if float(faults.retry_after) != int(faults.retry_after):
-                headers["retry-after-ms"] = str(int(faults.retry_after * 1000))
+    def _fault_json(
+        self, record: RecordedRequest, status: int, headers: dict[str, str]
+    ) -> Response:
         message, type_, code = _FAULT_MESSAGES.get(
             status, (f"Injected fault: HTTP {status}.", "server_error", None)
         )

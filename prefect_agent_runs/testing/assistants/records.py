@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import secrets
 import threading
 from collections.abc import Awaitable, Callable
@@ -66,10 +65,6 @@ _FAULT_MESSAGES = {
           "server_error", None),
     503: ("The server is overloaded or not ready yet.", "server_error", None),
 }  # fmt: skip
-_HTML_FAULTS = {
-    502: "<html>502 Bad Gateway</html>",
-    504: "<html>504 Gateway Time-out</html>",
-}
 
 
 def _new_id(prefix: str) -> str:
@@ -132,18 +127,6 @@ class RecordedRequest:
     def route(self) -> str:
         """The path without the ``/v1`` (or Azure ``/openai``) prefix."""
         return _strip_prefix(self.path)
-
-
-@dataclass
-class _Faults:
-    rate: float
-    statuses: tuple[int, ...]
-    retry_after: float | None
-    delay_seconds: float
-    rng: random.Random
-    paths: tuple[str, ...] | None
-    methods: frozenset[str] | None
-    after_commit: bool
 
 
 @dataclass

@@ -9,13 +9,13 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
+from prefect_agent_runs.testing._faults import Faults
 from prefect_agent_runs.testing._serve import ServedApp
 from prefect_agent_runs.testing.assistants.records import (
     _DUMMY,
     _MESSAGE_KEYS,
     RecordedRequest,
     _Call,
-    _Faults,
     _new_id,
     _Run,
     _Thread,
@@ -46,7 +46,7 @@ class EmulatorState(ServedApp):
     model: str
     requests: list[RecordedRequest]
     _lock: threading.RLock
-    _faults: _Faults | None
+    _faults: Faults | None
     _threads: dict[str, _Thread]
     _runs: dict[str, _Run]
     _assistants: dict[str, dict[str, Any]]
