@@ -245,7 +245,7 @@ async def engine(probe: Probe, a: argparse.Namespace) -> None:
 def patch_outcomes(probe: Probe) -> None:
     """Record when run_batch's engine reports each outcome (wraps run_items' on_outcome)."""
     import prefect_agent_runs.batch as batch_module
-    import prefect_agent_runs.flows.batch as flows_module
+    import prefect_agent_runs.flows._execute as flows_module
 
     original = batch_module.run_items
 

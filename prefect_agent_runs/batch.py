@@ -10,10 +10,14 @@ workers over an iterator (sync or async) of requests, never one coroutine per it
   it creates, the slot is freed when the run ends). ``None`` lets the platform queue
   every run; the default depends on the backend (:func:`default_max_active_runs`);
 * watching: a backend with the capability ``"bulk_watch"`` (:data:`BULK_WATCH`) answers
-  for many runs in one request (:class:`BulkWatcher`): one sweeper asks it every poll
-  interval about every run alive. Otherwise ``max_concurrency`` watchers wait for one run
-  each (``wait_for_run``: push where the backend has it, else polling), first come first
-  served.
+  for many runs in one request (:class:`BulkWatcher`): one sweeper asks it about every run
+  alive, only while some run is alive. The sweeps follow the ends: every
+  :data:`SWEEP_FLOOR_SECONDS` while runs end, then slower the longer none has ended
+  (:data:`SWEEP_QUIET_SHARE` of the quiet time, at most the policy's
+  ``max_poll_interval_seconds``), so an end is seen within ~50 ms while a batch is busy and
+  a batch of hour-long runs costs a few hundred sweeps an hour, whatever N. Otherwise
+  ``max_concurrency`` watchers wait for one run each (``wait_for_run``: push where the
+  backend has it, else polling), first come first served.
 
 Each item is reported the moment it ends (``on_outcome``), so a Prefect flow spends O(1)
 task runs on a whole batch. A failed item never stops the others; it becomes a
@@ -72,6 +76,17 @@ DEFAULT: Any = "default"
 
 BOUNDED_ACTIVE_RUNS = 256
 """Runs alive at once on a platform that does not queue them for us (or charges per run)."""
+
+SWEEP_FLOOR_SECONDS = 0.05
+"""Shortest time between two bulk sweeps (while runs are ending)."""
+
+SWEEP_HOT = 1000
+"""Runs asked about by every sweep: the oldest alive (a queueing server runs them first);
+with more alive, every k-th sweep asks about all of them (k = alive / SWEEP_HOT)."""
+
+SWEEP_QUIET_SHARE = 0.05
+"""A bulk sweep waits this share of the time since the last end seen (or the first run)."""
+
 
 QUEUES_RUNS = "queues_runs"
 """The capability of a backend whose server queues every run it accepts (LangGraph): a batch
@@ -340,15 +355,22 @@ class _Engine:
         if self.on_change is not None:
             self.on_change(key, run)
 
-    async def _complete(self, item: _Item, run: Run) -> None:
-        """The run ended: collect its result (or its error) and report the item."""
+    async def _complete(self, item: _Item, run: Run, *, bounded: bool = True) -> None:
+        """The run ended: collect its result (or its error) and report the item.
+
+        ``bounded=False`` (the bulk sweeper): the result is read without waiting for one of
+        the ``max_concurrency`` slots, which the creates hold while a batch starts (a
+        bulk watcher answers results with the sweep; the transport still bounds requests).
+        """
         outcome = item.outcome
         outcome.run = run
         try:
             if run.status.is_success:
-                if self.collect_results:
+                if self.collect_results and bounded:
                     async with self.slots:
                         outcome.result = await self.client.get_result(run)
+                elif self.collect_results:
+                    outcome.result = await self.client.get_result(run)
             else:
                 raise_for_outcome(run)
         except Exception as exc:
@@ -404,16 +426,26 @@ class _Engine:
         watcher = self.client
         assert isinstance(watcher, BulkWatcher)
         errors = 0
+        tick = 0
+        last_end: float | None = None
         while not (self.creating_done and not self.watching):
             if not self.watching:
                 self.wake.clear()
                 await self.wake.wait()
+                last_end = None
                 continue
             started = self.clock()
+            if last_end is None:
+                last_end = started
             items = list(self.watching.values())
+            rounds = -(-len(items) // SWEEP_HOT)
+            tick += 1
+            if tick % rounds:
+                items = items[:SWEEP_HOT]  # the oldest; the whole set every `rounds` sweeps
             try:
-                async with self.slots:
-                    states = await watcher.watch_many([i.outcome.run for i in items])  # type: ignore[misc]
+                # not behind the creates' max_concurrency slots: one request, whatever N,
+                # and an end must not wait for a batch's creates (the transport bounds it)
+                states = await watcher.watch_many([i.outcome.run for i in items])  # type: ignore[misc]
                 errors = 0
             except AgentRunsError as exc:
                 errors += 1
@@ -425,9 +457,19 @@ class _Engine:
                     errors = 0
                 states = []
             by_id = {r.id: r for r in states}
+            deadline = self.policy.timeout_seconds is not None
             for item in items:
-                await self._observe(item, by_id.get(item.outcome.run.id))  # type: ignore[union-attr]
-            await self.sleep(max(0.0, self.policy.poll_interval_seconds - (self.clock() - started)))
+                state = by_id.get(item.outcome.run.id)  # type: ignore[union-attr]
+                if state is not None or deadline:  # else nothing to do for this item
+                    await self._observe(item, state)
+            if any(r.status.is_terminal for r in states):
+                last_end = started
+            quiet = max(0.0, started - last_end)
+            interval = min(
+                max(SWEEP_FLOOR_SECONDS, SWEEP_QUIET_SHARE * quiet),
+                max(SWEEP_FLOOR_SECONDS, self.policy.max_poll_interval_seconds),
+            )
+            await self.sleep(max(0.0, interval - (self.clock() - started)))
 
     async def _observe(self, item: _Item, run: Run | None) -> None:
         key, previous = item.outcome.key, item.outcome.run
@@ -441,7 +483,7 @@ class _Engine:
         assert current is not None
         if current.status.is_terminal:
             self.watching.pop(key, None)
-            await self._complete(item, current)
+            await self._complete(item, current, bounded=False)
             return
         timeout = self.policy.timeout_seconds
         if timeout is not None and item.since is not None and self.clock() - item.since >= timeout:

@@ -29,7 +29,7 @@ from prefect_agent_runs.backends.create import create_reconciled
 from prefect_agent_runs.backends.paging import Page, PageRequest, paged
 from prefect_agent_runs.backends.paths import path_segment, require_id
 from prefect_agent_runs.backends.sse import RunEvent
-from prefect_agent_runs.batch import QUEUES_RUNS
+from prefect_agent_runs.batch import BULK_WATCH, QUEUES_RUNS
 from prefect_agent_runs.errors import BadRequest, NotSupported, ServerError, ValidationError
 from prefect_agent_runs.http import ErrorParser, RetryMode, Transport, parse_error_body
 from prefect_agent_runs.models import (
@@ -83,6 +83,8 @@ class Capability:
     FIND_BATCH_RUNS = "find_batch_runs"
     CANCEL = "cancel_run"
     LIST_RUNS = "list_runs"
+    BULK_WATCH = BULK_WATCH
+    """``watch_many``: one request reports on many runs (the batch engine's sweeper)."""
     QUEUES_RUNS = QUEUES_RUNS
     """The server queues every run it accepts: batches leave ``max_active_runs`` unbounded."""
 

@@ -14,7 +14,13 @@ Usage::
 Both commands run the ``run_batch`` flow; without a configured Prefect API it runs in
 Prefect's embedded (ephemeral) mode. Exit codes: 0 every item completed, 1 some item did
 not (or the batch could not run), 2 a usage error (bad option, bad item line, missing
-block or API key variable).
+block or API key variable), 130 SIGINT, 143 SIGTERM.
+
+Signals: on SIGTERM or SIGINT the flow cancels the remote runs it started (in process),
+then the command stops Prefect's embedded server (and the demo its local server) before
+it exits. Prefect alone would not: its flow engine re-raises SIGTERM with the default
+action, which kills the process before ``atexit`` stops the embedded server, leaving it
+running forever (issue 13). SIGKILL cannot be caught; nothing here survives it cleanly.
 
 The parsing and the output live here; the batching is :func:`prefect_agent_runs.flows.run_batch`.
 """
@@ -25,16 +31,24 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import cast
+from typing import Any, cast
 
 from prefect_agent_runs.cli._common import PROG, UsageError
 from prefect_agent_runs.cli.demo import cmd_demo, print_table
 from prefect_agent_runs.cli.run import cmd_run
 from prefect_agent_runs.models import FailOn
 
-__all__ = ["UsageError", "build_parser", "main", "print_table"]
+__all__ = [
+    "Terminated",
+    "UsageError",
+    "build_parser",
+    "main",
+    "print_table",
+    "stop_embedded_server",
+]
 
 DEMO_ITEMS = 20
 
@@ -244,16 +258,73 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     handler = cast(Callable[[argparse.Namespace], int], args.handler)
-    _quiet_prefect_console(args.verbose)
+    previous = _catch_sigterm()
+    before = _embedded_servers()
     try:
+        _quiet_prefect_console(args.verbose)
         with _prefect_settings():
             return handler(args)
     except UsageError as exc:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(
+            f"{PROG}: interrupted (SIGINT); the batch's remote runs were cancelled", file=sys.stderr
+        )
         return 130
+    except Terminated:
+        print(
+            f"{PROG}: terminated (SIGTERM); the batch's remote runs were cancelled", file=sys.stderr
+        )
+        return 143
+    finally:
+        stop_embedded_server(keep=before)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM reached the command (a ``BaseException``, like ``KeyboardInterrupt``: it
+    unwinds every ``finally`` and context manager on its way out)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def _catch_sigterm() -> Any:
+    """Turn SIGTERM into :class:`Terminated`; the previous handler (None off the main thread).
+
+    Prefect's flow engine installs its own SIGTERM handler while a flow runs (the flow's
+    ``finally`` blocks cancel the remote runs), and then re-sends the signal to the handler
+    that was there before: this one, so the command unwinds instead of dying.
+    """
+    try:
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (main() called from a thread)
+        return None
+
+
+def _embedded_servers() -> list[Any]:
+    """Prefect's embedded API servers of this process that have a running subprocess."""
+    module = sys.modules.get("prefect.server.api.server")
+    servers = getattr(module, "SubprocessASGIServer", None) if module is not None else None
+    instances = list(getattr(servers, "_instances", {}).values())
+    return [s for s in instances if getattr(s, "server_process", None) is not None]
+
+
+def stop_embedded_server(keep: Sequence[Any] = ()) -> None:
+    """Stop Prefect's embedded (ephemeral) API servers this process started, but ``keep``.
+
+    Prefect stops them from an ``atexit`` hook only, which a signal's default action skips.
+    A no-op when the command talked to a configured Prefect API.
+
+    Args:
+        keep: Servers that were running before (a caller's test harness): left alone.
+    """
+    for server in _embedded_servers():
+        if not any(server is kept for kept in keep):
+            server.stop()
 
 
 @contextlib.contextmanager

@@ -145,6 +145,57 @@ async def test_finished_joins_share_one_status_check(client: LangGraphClient) ->
     assert client.transport.stats.requests - before == 5 + 1
 
 
+async def test_bulk_watch_sees_many_ends_in_few_requests(client: LangGraphClient) -> None:
+    """``watch_many`` (the batch engine's sweeper): idle threads answer with their values,
+    failed and cancelled runs are read for their exact status."""
+    ok = [await client.create_run(say(f"ok{i}", sleep_seconds=0.3)) for i in range(6)]
+    bad = await client.create_run(say("bad", fail=True))
+    stopped = await client.create_run(say("stop", sleep_seconds=5.0))
+    await client.cancel_run(stopped.id, thread_id=stopped.thread_id, wait=True)
+    alive = {r.id: r for r in [*ok, bad, stopped]}
+    ended: dict[str, Any] = {}
+    before = client.transport.stats.requests
+    for _ in range(100):
+        if not alive:
+            break
+        for run in await client.watch_many(list(alive.values())):
+            ended[run.id] = run
+            alive.pop(run.id)
+        client._other_sweep = float("-inf")  # let every sweep look for other ends (no clock)
+        await asyncio.sleep(0.1)
+    assert not alive
+    sweeps = client.transport.stats.requests - before
+    assert all(ended[r.id].status is RunStatus.COMPLETED for r in ok)
+    assert ended[bad.id].status is RunStatus.FAILED
+    assert "echo graph failed as requested" in str(ended[bad.id].error)
+    assert ended[stopped.id].status is RunStatus.INTERRUPTED
+    result = await client.get_result(ended[ok[0].id])
+    assert result.source == "search" and result.text == "echo: ok0"
+    # a sweep is one or two searches (plus a read per run that did not succeed)
+    assert client.transport.stats.requests - before == sweeps
+    assert sweeps <= 2 * 100 + 2
+
+
+async def test_run_items_watches_langgraph_runs_in_bulk(client: LangGraphClient) -> None:
+    from prefect_agent_runs.batch import run_items
+
+    batch = f"b-{uuid.uuid4().hex[:8]}"
+    requests = [
+        say(f"i{i}", sleep_seconds=0.2)
+        .model_copy(update={"key": f"k{i}"})
+        .with_metadata(batch_tags(batch, f"k{i}"))
+        for i in range(20)
+    ]
+    before = client.transport.stats.requests
+    outcomes = await run_items(client, requests, policy=client.policy, fresh=True)
+    assert [o.ok for o in outcomes] == [True] * 20
+    assert [o.result.text for o in outcomes if o.result] == [f"echo: i{i}" for i in range(20)]
+    assert all(o.result and o.result.source == "search" for o in outcomes)
+    # 20 creates; the sweeps answer for all the runs at once (no join, no state read)
+    sent = client.transport.stats.requests - before
+    assert 20 < sent < 20 + 40
+
+
 async def test_wait_confirms_an_unclear_join_with_a_read(client: LangGraphClient) -> None:
     run = await client.create_run(say("slow", sleep_seconds=5.0))
     await client.cancel_run(run.id, thread_id=run.thread_id, wait=True)

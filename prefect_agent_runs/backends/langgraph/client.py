@@ -2,7 +2,9 @@
 
 Waiting uses the server's push: ``GET .../join`` long-polls until the run ends (and
 returns the thread's values); ``GET .../stream`` (join_stream) streams its events over
-SSE and resumes after a dropped connection with ``Last-Event-ID``.
+SSE and resumes after a dropped connection with ``Last-Event-ID``. A batch watches its
+runs in bulk instead (:meth:`LangGraphClient.watch_many`, capability ``bulk_watch``): one
+``POST /threads/search`` answers for up to 1,000 runs and hands back their values.
 
 Creates are duplicate-safe: every run gets a thread id chosen by us (uuid5 of
 ``(batch_key, key)`` for a batch item, else a uuid4) sent with ``if_not_exists:
@@ -15,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, ClassVar, Literal
 
 import httpx
@@ -37,6 +41,8 @@ from prefect_agent_runs.backends.langgraph.joins import (
     JOIN_CHUNK_SECONDS,
     JOIN_VALUES_KEPT,
     SEARCH_PAGE,
+    WATCH_CHUNK,
+    WATCH_OTHER_SECONDS,
     StatusCheck,
     _answers_success,
     _join_error,
@@ -102,6 +108,7 @@ class LangGraphClient(LangGraphCore):
             Capability.FIND_BATCH_RUNS,
             Capability.CANCEL,
             Capability.LIST_RUNS,
+            Capability.BULK_WATCH,
             Capability.QUEUES_RUNS,
         }
     )
@@ -138,14 +145,16 @@ class LangGraphClient(LangGraphCore):
             sleep=sleep,
         )
         super().__init__(transport, policy=policy, clock=clock, sleep=sleep)
-        # run id -> the join's answer (the thread's values), for get_result without a request
-        self._join_values: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # run id -> (the thread's values, where they came from: "join" or "search"), for
+        # get_result without a request
+        self._join_values: OrderedDict[str, tuple[dict[str, Any], str]] = OrderedDict()
         # batch key -> the threads that exist for it (one bulk search per batch), and the
         # threads this client has sent a create for (the bulk answer may predate them)
         self._batch_threads: dict[str, frozenset[str]] = {}
         self._batch_locks: dict[str, asyncio.Lock] = {}
         self._touched: set[str] = set()
         self._status_check: StatusCheck | None = None
+        self._other_sweep = float("-inf")  # when watch_many last asked for other statuses
 
     async def create_run(self, request: RunRequest) -> Run:
         """Start a run on the request's thread, or on a new thread of our choosing.
@@ -425,8 +434,8 @@ class LangGraphClient(LangGraphCore):
             logger.debug("%s: bulk status check failed (%s); reading the run", self.backend, exc)
             return True
 
-    def _keep_values(self, run_id: str, values: dict[str, Any]) -> None:
-        self._join_values[run_id] = values
+    def _keep_values(self, run_id: str, values: dict[str, Any], source: str = "join") -> None:
+        self._join_values[run_id] = (values, source)
         while len(self._join_values) > JOIN_VALUES_KEPT:
             self._join_values.popitem(last=False)
 
@@ -434,16 +443,20 @@ class LangGraphClient(LangGraphCore):
         """The thread's state values after the run, its messages and last AI text.
 
         Taken from the join's answer when :meth:`wait_for_run` joined this run (no
-        request; ``source="join"``); otherwise read from ``GET /threads/{id}/state``
-        (``source="state"``).
+        request; ``source="join"``), or from the bulk search that saw it end
+        (:meth:`watch_many`, ``source="search"``); otherwise read from ``GET
+        /threads/{id}/state`` (``source="state"``).
         """
         if not run.thread_id:
             raise ValidationError(
                 f"{self.backend}: {run.describe()} has no thread to read", backend=self.backend
             )
-        values: Any = self._join_values.pop(run.id, None)
-        source = "join"
-        if values is None:
+        kept = self._join_values.pop(run.id, None)
+        values: Any = None
+        source = "state"
+        if kept is not None:
+            values, source = kept
+        else:
             state = await self.get_thread_state(run.thread_id)
             values = state.get("values")
             source = "state"
@@ -457,6 +470,113 @@ class LangGraphClient(LangGraphCore):
             text=_last_ai_text(messages),
             source=source,
         )
+
+    # -- many runs at once -----------------------------------------------------------------
+
+    async def watch_many(self, runs: Sequence[Run]) -> list[Run]:
+        """One sweep over many runs (capability ``bulk_watch``): the ones that ended.
+
+        ``POST /threads/search {ids, status: "idle"}`` (up to ``WATCH_CHUNK`` threads per
+        request) answers the threads that are ``idle`` again, with their values (kept for
+        :meth:`get_result`, ``source="search"``). A thread is ``busy`` from the moment a
+        run is created on it until its last queued run ends, so ``idle`` means its runs
+        succeeded: no read of the run. Runs that ended otherwise leave their thread
+        ``error`` or ``interrupted``: at most every ``WATCH_OTHER_SECONDS`` the sweep also
+        asks for the status of the other threads (``select: [thread_id, status]``) and
+        reads each run whose thread is neither ``busy`` nor ``idle`` for its exact status
+        (``error``, ``timeout``, ``interrupted``). So a success is seen one request after
+        it ends; a failure within ``WATCH_OTHER_SECONDS`` more. (A run rolled back from
+        elsewhere leaves its thread ``idle`` and is not told apart, as with joins.)
+
+        Args:
+            runs: The runs alive.
+
+        Returns:
+            The runs that ended, as now known; the others are left out (unchanged).
+        """
+        by_thread: dict[str, list[Run]] = {}
+        for run in runs:
+            if run.thread_id:
+                by_thread.setdefault(run.thread_id.lower(), []).append(run)
+        ids = list(by_thread)
+        out: list[Run] = []
+        for at in range(0, len(ids), WATCH_CHUNK):
+            chunk = ids[at : at + WATCH_CHUNK]
+            for thread in await self._search_ids(chunk, status="idle"):
+                values = thread.get("values")
+                tid = str(thread.get("thread_id", "")).lower()
+                if thread.get("status") != "idle":
+                    continue
+                for run in by_thread.pop(tid, []):
+                    if not (isinstance(values, dict) and values and _wrote_after(thread, run)):
+                        # idle without this run's values: cancelled before it started, or
+                        # rolled back; the run says how it ended
+                        try:
+                            out.append(await self.get_run(run.id, thread_id=run.thread_id))
+                        except NotFound:
+                            continue  # gone (rolled back, deleted): the deadline decides
+                        continue
+                    self._keep_values(run.id, values, "search")
+                    out.append(
+                        run.model_copy(
+                            update={
+                                "status": RunStatus.COMPLETED,
+                                "raw_status": "success",
+                                "raw": {**run.raw, "status": "success"},
+                            }
+                        )
+                    )
+        now = (self._clock or time.monotonic)()
+        if not by_thread or now - self._other_sweep < WATCH_OTHER_SECONDS:
+            return out
+        self._other_sweep = now
+        rest = list(by_thread)
+        stopped: list[str] = []
+        for at in range(0, len(rest), WATCH_CHUNK):
+            for thread in await self._search_ids(rest[at : at + WATCH_CHUNK], status=None):
+                status = thread.get("status")
+                if status not in (None, "busy", "idle"):  # idle since: the next sweep takes it
+                    stopped.append(str(thread.get("thread_id", "")).lower())
+        errors: dict[str, str] = {}
+        for at in range(0, len(stopped), WATCH_CHUNK):
+            # the failed threads in full: their error (rare: one request for all of them)
+            for thread in await self._search_ids(stopped[at : at + WATCH_CHUNK], status="error"):
+                message = _join_error({"__error__": thread.get("error")})
+                if message:
+                    errors[str(thread.get("thread_id", "")).lower()] = message
+        for tid in stopped:
+            for run in by_thread.get(tid, []):
+                try:
+                    observed = await self.get_run(run.id, thread_id=run.thread_id)
+                except NotFound:
+                    continue  # gone (rolled back, deleted): the engine's deadline decides
+                if tid in errors and observed.status.is_terminal and not observed.status.is_success:
+                    observed = observed.model_copy(update={"error": errors[tid]})
+                out.append(observed)
+        return out
+
+    async def _search_ids(self, ids: Sequence[str], *, status: str | None) -> list[dict[str, Any]]:
+        """The threads with these ids (``POST /threads/search``): with ``status``, those in
+        that status (``idle``: id, values, time of the last write; else whole threads);
+        without, every one's id and status."""
+        payload: dict[str, Any] = {"ids": list(ids), "limit": len(ids)}
+        if status is None:
+            payload["select"] = ["thread_id", "status"]
+        elif status == "idle":
+            payload["status"] = status
+            payload["select"] = ["thread_id", "status", "values", "state_updated_at"]
+        else:  # whole threads ("error" is not a field one can select)
+            payload["status"] = status
+        body = await self.transport.request_json(
+            "POST",
+            "/threads/search",
+            action=f"check the status of {len(ids)} thread(s)",
+            json=payload,
+            mode=RetryMode.IDEMPOTENT,
+        )
+        if not isinstance(body, list):
+            raise self._bad_shape("a list of threads", body)
+        return [t for t in body if isinstance(t, dict)]
 
     async def find_batch_runs(self, batch_key: str) -> list[Run]:
         """Every run tagged with ``batch_key`` (threads searched by metadata, then their runs)."""
@@ -474,3 +594,18 @@ class LangGraphClient(LangGraphCore):
                 if run.metadata.get(METADATA_BATCH_KEY) == batch_key:
                     runs.append(run)
         return runs
+
+
+def _wrote_after(thread: Mapping[str, Any], run: Run) -> bool:
+    """Whether the thread's state was written after the run was created (so by the run)."""
+    stamp = thread.get("state_updated_at")
+    if not isinstance(stamp, str) or run.created_at is None:
+        return False
+    try:
+        written = datetime.fromisoformat(stamp)
+    except ValueError:
+        return False
+    created = run.created_at
+    if (written.tzinfo is None) != (created.tzinfo is None):
+        return False
+    return written >= created

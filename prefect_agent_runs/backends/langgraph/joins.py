@@ -18,6 +18,10 @@ JOIN_VALUES_KEPT = 4096
 ``GET /threads/{id}/state`` if its result is asked for)."""
 SEARCH_PAGE = 1000
 """Threads per page of a batch's bulk lookup (``POST /threads/search``)."""
+WATCH_CHUNK = 1000
+"""Threads asked about in one request of a bulk sweep (``watch_many``)."""
+WATCH_OTHER_SECONDS = 1.0
+"""How often a bulk sweep also looks for runs that ended other than in success."""
 CONFIRM_WINDOW_SECONDS = 0.1
 """How long a finished join waits for others to share one status check."""
 CONFIRM_MAX_THREADS = 256
