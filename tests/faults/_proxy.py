@@ -267,7 +267,9 @@ class FaultProxy:
             timeout=httpx.Timeout(None),
             limits=httpx.Limits(max_connections=512, max_keepalive_connections=512),
         )
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, limit=2**24)
+        self._server = await asyncio.start_server(
+            self._handle, "127.0.0.1", 0, limit=2**24, backlog=4096
+        )
         self._port = self._server.sockets[0].getsockname()[1]
 
     async def _shutdown(self) -> None:
