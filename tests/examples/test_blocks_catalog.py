@@ -89,6 +89,9 @@ def test_the_job_offers_each_concrete_credentials_block() -> None:
     assert {"credentials.api_key", "credentials.token"} <= set(schema["secret_fields"])
 
 
+PACKAGE_BACKENDS = ("langgraph", "openai_assistants", "workflow_runs", "project_threads")
+
+
 async def _catalog(server: PrefectServer) -> dict[str, Any]:
     with temporary_settings({PREFECT_API_URL: server.api_url}):
         async with get_client() as client:
@@ -110,6 +113,10 @@ async def test_the_catalog_of_a_real_server_lists_only_concrete_working_blocks(
 ) -> None:
     """`prefect block register -m prefect_agent_runs` on a real server, as a user does, then
     the catalog read back through the API: no abstract block, titles and order as shown."""
+    # the package's own blocks: `prefect block register` runs in a fresh interpreter, which
+    # does not know the backend that tests/skeleton registers in this process
+    package_blocks = [b for b in credentials_classes() if b.backend in PACKAGE_BACKENDS]
+    assert len(package_blocks) == len(PACKAGE_BACKENDS)
     register = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "prefect", "block", "register", "-m", "prefect_agent_runs"],
@@ -120,12 +127,12 @@ async def test_the_catalog_of_a_real_server_lists_only_concrete_working_blocks(
     )
     assert register.returncode == 0, register.stderr
     printed = " ".join(register.stdout.split())  # Prefect's table of the registered blocks
-    for block in [AgentRunJob, *credentials_classes()]:
+    for block in [AgentRunJob, *package_blocks]:
         assert block.get_block_type_name() in printed, register.stdout
     assert "Agent Runs Credentials" not in printed and "AgentRunsCredentials" not in printed
     catalog = await _catalog(prefect_server)
     assert "agentrunscredentials" not in {t.slug for t in catalog["types"]}
-    expected = {b.get_block_type_slug(): b for b in [AgentRunJob, *credentials_classes()]}
+    expected = {b.get_block_type_slug(): b for b in [AgentRunJob, *package_blocks]}
     assert set(catalog["ours"]) == set(expected)
     for slug, block_schema in catalog["schemas"].items():
         block = expected[slug]
@@ -133,7 +140,7 @@ async def test_the_catalog_of_a_real_server_lists_only_concrete_working_blocks(
         properties = block_schema.fields["properties"]
         if block is AgentRunJob:
             offered = [r["$ref"].rsplit("/", 1)[-1] for r in properties["credentials"]["anyOf"]]
-            assert offered == [b.__name__ for b in credentials_classes()]
+            assert offered == [b.__name__ for b in package_blocks]
             continue
         assert list(properties)[:2] == [SECRET_FIRST[block.__name__], "base_url"], slug
         assert properties["base_url"]["title"] == "Base URL"
