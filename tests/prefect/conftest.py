@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from prefect_agent_runs.testing._process import spawn
+
 SCRIPTS = Path(__file__).parent / "scripts"
 ACTIVE_STATUSES = frozenset({"pending", "running"})
 
@@ -101,8 +103,9 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 def start_script(name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """Start ``tests/prefect/scripts/<name>`` with this interpreter."""
-    return subprocess.Popen(
+    """Start ``tests/prefect/scripts/<name>`` with this interpreter, in a process group of its
+    own (end it with ``end_group``)."""
+    return spawn(
         [sys.executable, str(SCRIPTS / name), *args],
         env=env or subprocess_env(),
         stdout=subprocess.PIPE,
