@@ -40,6 +40,8 @@ from types import TracebackType
 
 import httpx
 
+from prefect_agent_runs._pool import ShardedTransport
+
 __all__ = ["ALL_KINDS", "Fault", "FaultProxy", "ProxyRecord"]
 
 
@@ -265,7 +267,7 @@ class FaultProxy:
         self._client = httpx.AsyncClient(
             base_url=self.upstream,
             timeout=httpx.Timeout(None),
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=512),
+            transport=ShardedTransport(512),  # httpcore's one pool walks every connection
         )
         self._server = await asyncio.start_server(
             self._handle, "127.0.0.1", 0, limit=2**24, backlog=4096
