@@ -1,4 +1,5 @@
-"""Helpers for the Prefect flow tests: LangGraph server queries and subprocess plumbing."""
+"""Helpers for the Prefect flow tests: LangGraph server queries, a fast Assistants emulator,
+subprocess plumbing."""
 
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # _echo: the Assistants batch items
+
+from _echo import fast_emulator
+
+from prefect_agent_runs.testing import AssistantsEmulator
 
 SCRIPTS = Path(__file__).parent / "scripts"
 ACTIVE_STATUSES = frozenset({"pending", "running"})
@@ -75,6 +82,13 @@ def probe(langgraph_url: str) -> Iterator[LangGraphProbe]:
     p = LangGraphProbe(langgraph_url)
     yield p
     p.http.close()
+
+
+@pytest.fixture
+def emulator() -> Iterator[AssistantsEmulator]:
+    """A started fast Assistants emulator (``_echo.fast_emulator``)."""
+    with fast_emulator() as emu:
+        yield emu
 
 
 @pytest.fixture()
