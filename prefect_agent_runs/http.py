@@ -31,6 +31,7 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_base
 
+from prefect_agent_runs import timing
 from prefect_agent_runs._pool import ShardedTransport
 from prefect_agent_runs._version import __version__
 from prefect_agent_runs.errors import (
@@ -186,7 +187,8 @@ class Transport:
             tolerance, :data:`~prefect_agent_runs.transient.TRANSIENT_TOLERANCE`).
         max_concurrency: Connections the pool may open (and requests in flight).
         retry_policy: Overrides ``max_retries`` and the backoff bounds.
-        sleep: The sleep used between retries (inject a fake one in tests).
+        sleep: The sleep used between retries (default: the engine's,
+            :mod:`prefect_agent_runs.timing`).
         http_client: Use this ``httpx.AsyncClient`` instead of building one (tests, respx).
         error_hook: Called with each :class:`ApiError` before it is raised; may return a
             replacement (e.g. "the Assistants API was retired here").
@@ -237,7 +239,7 @@ class Transport:
         self.secrets = [s for s in secrets if s]
         self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
         self.request_timeout_seconds = request_timeout_seconds
-        self._sleep: Sleep = sleep or asyncio.sleep
+        self._sleep: Sleep = sleep or timing.sleep
         self._error_hook = error_hook
         self.error_parser: ErrorParser = error_parser or parse_error_body
         self.stats = TransportStats()
