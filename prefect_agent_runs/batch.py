@@ -413,6 +413,15 @@ class _Engine:
                     policy=self._policy_for(item),
                     on_change=lambda r, _key=key: self._changed(_key, r),  # type: ignore[misc]
                 )
+            except RunTimedOut as exc:
+                # the wait had what was left of the item's deadline: name the deadline
+                assert self.policy.timeout_seconds is not None
+                timed_out = RunTimedOut.deadline_passed(
+                    exc.run, self.policy.timeout_seconds, cancelled=exc.cancelled
+                )
+                _record_error(item.outcome, timed_out, self.backend)
+                await self._finish(item)
+                continue
             except Exception as exc:
                 _record_error(item.outcome, exc, self.backend)
                 await self._finish(item)
@@ -497,12 +506,7 @@ class _Engine:
                     logger.warning(
                         "%s: could not cancel %s: %s", self.backend, current.describe(), exc
                     )
-            timed_out = RunTimedOut(
-                f"{self.backend}: {current.describe()} did not end within {timeout:g} s"
-                + (" (cancelled)" if cancelled else ""),
-                run=current,
-                cancelled=cancelled,
-            )
+            timed_out = RunTimedOut.deadline_passed(current, timeout, cancelled=cancelled)
             _record_error(item.outcome, timed_out, self.backend)
             await self._finish(item)
 

@@ -297,12 +297,9 @@ async def wait_for_terminal(
             cancelled = False
             if policy.cancel_on_timeout and cancel is not None:
                 cancelled = await cancel_quietly(cancel, last, reason="timeout_seconds passed")
-            raise RunTimedOut(
-                f"{last.backend}: {last.describe()} did not finish within "
-                f"timeout_seconds={policy.timeout_seconds:g}"
-                + ("; the remote run was cancelled" if cancelled else "; the remote run goes on"),
-                run=last,
-                cancelled=cancelled,
+            assert policy.timeout_seconds is not None  # a deadline passed
+            raise RunTimedOut.deadline_passed(
+                last, policy.timeout_seconds, cancelled=cancelled
             ) from None
     except (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit):
         if cancel is not None and not last.status.is_terminal:
