@@ -1,8 +1,8 @@
 """``timeout_seconds`` per run through ``run_batch`` (issue 13 item 4, last bullet).
 
-Runs scripted never to finish time out on an injected clock (:func:`prefect_agent_runs.timing.use_clock`;
-the emulator reads the same :class:`FakeClock`): nothing sleeps, a 600 s deadline passes in
-well under a second of polls. Each such item's outcome names its run and the deadline, its
+Runs scripted never to finish time out on an injected clock
+(:func:`prefect_agent_runs.timing.use_clock`; the emulator reads the same
+:class:`FakeClock`): nothing sleeps, a 600 s deadline passes in a second of polls. Each such item's outcome names its run and the deadline, its
 remote run is cancelled on the emulator (or left running with ``cancel_on_timeout=False``),
 and the other items complete with their replies. Bounds below their range
 (``timeout_seconds=-5``...) are refused before anything is sent.
