@@ -23,7 +23,7 @@ leave them "not fully defined".
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeVar, cast
 
 from prefect import flow
@@ -114,8 +114,24 @@ async def _items(
     return iter_tagged(open_items(source), batch_key, run_id), total
 
 
+class _ResultState(State):  # type: ignore[type-arg]
+    """The batch flow's final state: Prefect does not walk its result.
+
+    On return, Prefect's flow engine walks the returned value for futures
+    (``resolve_futures_to_states``): every field of every outcome, its run's raw JSON and
+    its messages. At 10,000 items that walk cost 7.8 s of CPU and 137 MB of transient
+    memory, for a result that holds no future. ``visit_collection`` reads a model's fields
+    through ``dict(model)``, so this state hides its ``data`` from that iteration only;
+    attribute access, ``model_dump``, pickling and the API see it as usual.
+    """
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:  # type: ignore[override]
+        return ((name, value) for name, value in super().__iter__() if name != "data")
+
+
 def _state(result: BatchResult, message: str) -> "State[BatchResult]":
-    return Completed(message=message, data=result)
+    state: State[BatchResult] = Completed(message=message, data=result)
+    return _ResultState.model_construct(_fields_set=state.model_fields_set, **dict(state))
 
 
 # # -- run_batch --------------------------------------------------------------------------
