@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -45,6 +44,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from prefect_agent_runs import timing
 from prefect_agent_runs.errors import (
     AgentRunsError,
     NotFound,
@@ -53,7 +53,8 @@ from prefect_agent_runs.errors import (
     ValidationError,
 )
 from prefect_agent_runs.models import Run, RunOutcome, RunRequest, ThreadResult
-from prefect_agent_runs.waiting import Clock, PollPolicy, raise_for_outcome
+from prefect_agent_runs.timing import Clock, Sleep
+from prefect_agent_runs.waiting import PollPolicy, raise_for_outcome
 
 __all__ = [
     "BULK_WATCH",
@@ -91,8 +92,6 @@ SWEEP_QUIET_SHARE = 0.05
 QUEUES_RUNS = "queues_runs"
 """The capability of a backend whose server queues every run it accepts (LangGraph): a batch
 lets the server hold all of its runs, bounding only the requests (``max_active_runs=None``)."""
-
-Sleep = Callable[[float], Awaitable[Any]]
 
 
 def default_max_active_runs(capabilities: Collection[str]) -> int | None:
@@ -414,6 +413,15 @@ class _Engine:
                     policy=self._policy_for(item),
                     on_change=lambda r, _key=key: self._changed(_key, r),  # type: ignore[misc]
                 )
+            except RunTimedOut as exc:
+                # the wait had what was left of the item's deadline: name the deadline
+                assert self.policy.timeout_seconds is not None
+                timed_out = RunTimedOut.deadline_passed(
+                    exc.run, self.policy.timeout_seconds, cancelled=exc.cancelled
+                )
+                _record_error(item.outcome, timed_out, self.backend)
+                await self._finish(item)
+                continue
             except Exception as exc:
                 _record_error(item.outcome, exc, self.backend)
                 await self._finish(item)
@@ -498,12 +506,7 @@ class _Engine:
                     logger.warning(
                         "%s: could not cancel %s: %s", self.backend, current.describe(), exc
                     )
-            timed_out = RunTimedOut(
-                f"{self.backend}: {current.describe()} did not end within {timeout:g} s"
-                + (" (cancelled)" if cancelled else ""),
-                run=current,
-                cancelled=cancelled,
-            )
+            timed_out = RunTimedOut.deadline_passed(current, timeout, cancelled=cancelled)
             _record_error(item.outcome, timed_out, self.backend)
             await self._finish(item)
 
@@ -524,8 +527,8 @@ async def run_items(
     on_created: CreatedCallback | None = None,
     on_outcome: OutcomeCallback | None = None,
     on_change: Callable[[str, Run], Any] | None = None,
-    clock: Clock = time.monotonic,
-    sleep: Sleep = asyncio.sleep,
+    clock: Clock = timing.monotonic,
+    sleep: Sleep = timing.sleep,
 ) -> list[RunOutcome]:
     """Find or create, wait for and collect every request; outcomes in request order.
 
@@ -551,8 +554,8 @@ async def run_items(
         on_created: Called with (key, run) as soon as a run exists.
         on_outcome: Called with each outcome the moment it is known.
         on_change: Called with (key, run) on every status change.
-        clock: Monotonic clock.
-        sleep: Async sleep (injected in tests).
+        clock: Monotonic clock (default: the engine's, :mod:`prefect_agent_runs.timing`).
+        sleep: Async sleep (default: the engine's).
 
     Returns:
         One outcome per request, in request order.

@@ -213,6 +213,23 @@ class RunTimedOut(RunError):
         super().__init__(message, run=run)
         self.cancelled = cancelled
 
+    @classmethod
+    def deadline_passed(cls, run: Run, timeout_seconds: float, *, cancelled: bool) -> RunTimedOut:
+        """The error for ``run`` when ``timeout_seconds`` passed (one wording everywhere).
+
+        Args:
+            run: The run as last seen.
+            timeout_seconds: The deadline the caller set (not what was left of it).
+            cancelled: Whether the remote run was cancelled.
+        """
+        return cls(
+            f"{run.backend}: {run.describe()} did not finish within "
+            f"timeout_seconds={timeout_seconds:g}"
+            + ("; the remote run was cancelled" if cancelled else "; the remote run goes on"),
+            run=run,
+            cancelled=cancelled,
+        )
+
 
 class RunRequiresAction(RunError):
     """The run waits for tool outputs and no tool handler was given.

@@ -23,14 +23,17 @@ import contextlib
 import enum
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_base
 
+from prefect_agent_runs import timing
 from prefect_agent_runs._pool import ShardedTransport
 from prefect_agent_runs._version import __version__
 from prefect_agent_runs.errors import (
@@ -68,6 +71,8 @@ __all__ = [
     "parse_retry_after",
     "redact",
 ]
+
+_LONG_DIGITS = re.compile(rb"\d{19}")
 
 logger = logging.getLogger("prefect_agent_runs.http")
 
@@ -186,7 +191,8 @@ class Transport:
             tolerance, :data:`~prefect_agent_runs.transient.TRANSIENT_TOLERANCE`).
         max_concurrency: Connections the pool may open (and requests in flight).
         retry_policy: Overrides ``max_retries`` and the backoff bounds.
-        sleep: The sleep used between retries (inject a fake one in tests).
+        sleep: The sleep used between retries (default: the engine's,
+            :mod:`prefect_agent_runs.timing`).
         http_client: Use this ``httpx.AsyncClient`` instead of building one (tests, respx).
         error_hook: Called with each :class:`ApiError` before it is raised; may return a
             replacement (e.g. "the Assistants API was retired here").
@@ -237,7 +243,7 @@ class Transport:
         self.secrets = [s for s in secrets if s]
         self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
         self.request_timeout_seconds = request_timeout_seconds
-        self._sleep: Sleep = sleep or asyncio.sleep
+        self._sleep: Sleep = sleep or timing.sleep
         self._error_hook = error_hook
         self.error_parser: ErrorParser = error_parser or parse_error_body
         self.stats = TransportStats()
@@ -507,11 +513,21 @@ class Transport:
 
     def decode(self, response: httpx.Response, action: str) -> Any:
         """Decode a successful response's JSON body, or raise :class:`ServerError`."""
+        content = response.content
+        if not content.strip():
+            return None
+        if _LONG_DIGITS.search(content) is None:  # orjson reads an int past 64 bits as a float
+            try:
+                # orjson (a Prefect dependency): faster, and it shares the str objects of
+                # repeated keys between bodies, so 10,000 kept runs hold one "created_at"
+                return orjson.loads(content)
+            except orjson.JSONDecodeError:
+                pass
         text = response.text
         if not text.strip():
             return None
         try:
-            return json.loads(text)
+            return json.loads(text)  # what orjson refuses but json reads (a BOM, NaN, ...)
         except ValueError:
             raise ServerError(
                 f"{self.backend}: {action}: HTTP {response.status_code} answered a body that is "

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from prefect_agent_runs.errors import AgentRunsError
+from prefect_agent_runs.errors import AgentRunsError, RunTimedOut
 
 __all__ = [
     "METADATA_BATCH_KEY",
@@ -237,8 +237,13 @@ class RunOutcome(BaseModel):
 
     @property
     def status(self) -> RunStatus:
-        """The run's status, UNKNOWN when no run exists."""
-        return self.run.status if self.run is not None else RunStatus.UNKNOWN
+        """How the item ended: its run's status; TIMED_OUT when our ``timeout_seconds``
+        passed first (``run`` keeps the state last seen); UNKNOWN when no run exists."""
+        if self.run is None:
+            return RunStatus.UNKNOWN
+        if self.error_type == RunTimedOut.__name__:
+            return RunStatus.TIMED_OUT
+        return self.run.status
 
     @property
     def ok(self) -> bool:

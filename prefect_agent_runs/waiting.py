@@ -13,7 +13,7 @@ strategies like the transport's retries:
   to ``max_poll_interval_seconds``;
   never past the deadline.
 * ``stop``: a monotonic deadline, ``timeout_seconds`` from the start of the wait, read
-  from an injectable clock (tests never sleep).
+  from the engine's clock (:mod:`prefect_agent_runs.timing`; tests replace it, never sleep).
 
 When the deadline passes, the remote run is cancelled (``cancel_on_timeout``) and
 :class:`~prefect_agent_runs.errors.RunTimedOut` is raised. When the waiting coroutine is
@@ -27,7 +27,6 @@ import asyncio
 import inspect
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -38,6 +37,7 @@ from tenacity.retry import retry_base
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
+from prefect_agent_runs import timing
 from prefect_agent_runs.errors import (
     AgentRunsError,
     RateLimited,
@@ -50,6 +50,7 @@ from prefect_agent_runs.errors import (
     ValidationError,
 )
 from prefect_agent_runs.models import Run, RunStatus
+from prefect_agent_runs.timing import Clock, Sleep
 from prefect_agent_runs.transient import TRANSIENT_TOLERANCE, Backoff, is_transient
 
 __all__ = [
@@ -65,11 +66,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("prefect_agent_runs.waiting")
-
-Clock = Callable[[], float]
-"""A monotonic clock in seconds (``time.monotonic``; tests inject a fake one)."""
-Sleep = Callable[[float], Awaitable[None]]
-"""An async sleep (``asyncio.sleep``; tests inject one that only advances a fake clock)."""
 
 
 @dataclass(frozen=True)
@@ -246,8 +242,8 @@ async def wait_for_terminal(
     *,
     cancel: Callable[[], Awaitable[Any]] | None = None,
     on_change: Callable[[Run], Any] | None = None,
-    clock: Clock = time.monotonic,
-    sleep: Sleep = asyncio.sleep,
+    clock: Clock = timing.monotonic,
+    sleep: Sleep = timing.sleep,
     rng: random.Random | None = None,
 ) -> Run:
     """Observe ``run`` with ``step`` until it is terminal; return its last state.
@@ -260,8 +256,8 @@ async def wait_for_terminal(
             this coroutine is cancelled.
         on_change: Called with the run each time its status changes (log on change only);
             sync or async.
-        clock: Monotonic clock (inject a fake one in tests).
-        sleep: The sleep between observations (inject a fake one in tests).
+        clock: Monotonic clock (default: the engine's, :mod:`prefect_agent_runs.timing`).
+        sleep: The sleep between observations (default: the engine's).
         rng: Random source for the jitter.
 
     Raises:
@@ -301,12 +297,9 @@ async def wait_for_terminal(
             cancelled = False
             if policy.cancel_on_timeout and cancel is not None:
                 cancelled = await cancel_quietly(cancel, last, reason="timeout_seconds passed")
-            raise RunTimedOut(
-                f"{last.backend}: {last.describe()} did not finish within "
-                f"timeout_seconds={policy.timeout_seconds:g}"
-                + ("; the remote run was cancelled" if cancelled else "; the remote run goes on"),
-                run=last,
-                cancelled=cancelled,
+            assert policy.timeout_seconds is not None  # a deadline passed
+            raise RunTimedOut.deadline_passed(
+                last, policy.timeout_seconds, cancelled=cancelled
             ) from None
     except (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit):
         if cancel is not None and not last.status.is_terminal:

@@ -16,12 +16,12 @@ over one of its lists).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from typing import Any
 
+from prefect_agent_runs import timing
 from prefect_agent_runs.errors import (
     AgentRunsError,
     ApiError,
@@ -157,7 +157,7 @@ async def create_reconciled(
     max_attempts: int = 3,
     backoff_seconds: float = 0.5,
     lookup_window_seconds: float | None = None,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    sleep: Callable[[float], Awaitable[None]] = timing.sleep,
 ) -> Run:
     """Send a create; after an ambiguous failure, adopt the run if it exists, else resend.
 

@@ -235,6 +235,7 @@ async def test_failed_items_do_not_stop_others() -> None:
     timed_out = by_key["timeout"]
     assert timed_out.error_type == "RunTimedOut"
     assert timed_out.run is not None and timed_out.run.status is RunStatus.RUNNING
+    assert timed_out.status is RunStatus.TIMED_OUT  # how the item ended: our deadline
 
     assert by_key["flaky"].error_type == "ServerError"
     assert by_key["no_result"].error_type == "ServerError"

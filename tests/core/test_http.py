@@ -382,6 +382,31 @@ async def test_empty_body_decodes_to_none(router: respx.MockRouter, sleeps: Slee
         assert await transport.request_json("DELETE", "/runs/r1", action="delete run r1") is None
 
 
+def test_bodies_share_the_strings_of_their_keys(sleeps: Sleeps) -> None:
+    """10,000 kept runs hold one copy of each key, not 10,000 (issue 16, memory)."""
+    transport = make_transport(sleeps)
+    a = transport.decode(response(200, content=b'{"created_at": 1, "status": "done"}'), "a")
+    b = transport.decode(response(200, content=b'{"created_at": 2, "status": "done"}'), "b")
+    assert [k for k in a] == [k for k in b] == ["created_at", "status"]
+    assert all(x is y for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"a": NaN}', "nan"),
+        (b'{"big": 123456789012345678901234567890}', {"big": 123456789012345678901234567890}),
+        (b'{"low": -9223372036854775809}', {"low": -9223372036854775809}),
+    ],
+)
+def test_what_json_reads_is_still_read(sleeps: Sleeps, body: bytes, expected: object) -> None:
+    value = make_transport(sleeps).decode(response(200, content=body), "read x")
+    if expected == "nan":
+        assert value["a"] != value["a"]
+    else:
+        assert value == expected
+
+
 def test_long_snippet_is_truncated() -> None:
     error = error_from_response(response(502, text="x" * 5000), backend=BACKEND, action="a")
     assert error.body_snippet is not None

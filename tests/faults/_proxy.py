@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from prefect_agent_runs._pool import ShardedTransport
 from prefect_agent_runs.testing._ports import Startable
 
 __all__ = ["ALL_KINDS", "Fault", "FaultProxy", "ProxyRecord"]
@@ -255,7 +256,7 @@ class FaultProxy(Startable):
         self._client = httpx.AsyncClient(
             base_url=self.upstream,
             timeout=httpx.Timeout(None),
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=512),
+            transport=ShardedTransport(512),  # httpcore's one pool walks every connection
         )
         self._server = await asyncio.start_server(
             self._handle, "127.0.0.1", 0, limit=2**24, backlog=4096

@@ -14,8 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
+from _harness import new_batch_key
 
-from prefect_agent_runs import RunRequest
+from prefect_agent_runs import AssistantsCredentials, RunRequest
 from prefect_agent_runs.backends.langgraph import LangGraphClient
 from prefect_agent_runs.backends.openai_assistants import AssistantsClient
 from prefect_agent_runs.errors import (
@@ -29,6 +30,7 @@ from prefect_agent_runs.errors import (
     Unauthorized,
     ValidationError,
 )
+from prefect_agent_runs.flows import run_batch
 from prefect_agent_runs.http import BODY_TOO_LARGE, MAX_BODY_BYTES
 from prefect_agent_runs.testing import AssistantsEmulator
 from prefect_agent_runs.testing.assistants import FakeClock
@@ -420,6 +422,40 @@ async def test_a_run_that_never_finishes_times_out_and_is_cancelled(
     assert_names(info.value, "openai_assistants", run.id, "timeout_seconds=600", "cancelled")
     (remote,) = [r for r in emu.runs() if r["id"] == run.id]
     assert remote["status"] in ("cancelled", "cancelling")
+
+
+# -- run_batch's own arguments ----------------------------------------------------------------
+
+
+def _items(n: int) -> list[dict[str, Any]]:
+    return [{"key": f"item-{i}", "assistant_id": "asst_echo", "message": f"q{i}"} for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("bound", "value"),
+    [("timeout_seconds", -5), ("max_concurrency", 0), ("max_active_runs", 0)],
+)
+@pytest.mark.usefixtures("prefect_harness")
+async def test_run_batch_bounds_out_of_range_are_refused_before_anything_is_sent(
+    bound: str, value: int
+) -> None:
+    with AssistantsEmulator() as emu:
+        credentials = AssistantsCredentials(base_url=emu.base_url, api_key="sk-test-key")
+        with pytest.raises(ValidationError, match=f"{bound} must be"):
+            await run_batch(
+                credentials, _items(10), batch_key=new_batch_key("bad"), **{bound: value}
+            )
+        assert emu.requests == []
+
+
+@pytest.mark.usefixtures("prefect_harness")
+async def test_run_batch_duplicate_keys_are_refused_before_anything_is_sent() -> None:
+    twice = [*_items(10), {"key": "item-4", "assistant_id": "asst_echo", "message": "again"}]
+    with AssistantsEmulator() as emu:
+        credentials = AssistantsCredentials(base_url=emu.base_url, api_key="sk-test-key")
+        with pytest.raises(ValidationError, match="items 4 and 10 have the same key 'item-4'"):
+            await run_batch(credentials, twice, batch_key=new_batch_key("dup"))
+        assert emu.requests == []
 
 
 def test_error_classes_are_agent_runs_errors() -> None:

@@ -1,4 +1,5 @@
-"""Helpers for the Prefect flow tests: LangGraph server queries and subprocess plumbing."""
+"""Helpers for the Prefect flow tests: LangGraph server queries, a fast Assistants emulator,
+subprocess plumbing."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))  # _echo: the Assistants batch items
+
+from _echo import fast_emulator
+
+from prefect_agent_runs.testing import AssistantsEmulator
 from prefect_agent_runs.testing._process import spawn
 
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -77,6 +83,13 @@ def probe(langgraph_url: str) -> Iterator[LangGraphProbe]:
     p = LangGraphProbe(langgraph_url)
     yield p
     p.http.close()
+
+
+@pytest.fixture
+def emulator() -> Iterator[AssistantsEmulator]:
+    """A started fast Assistants emulator (``_echo.fast_emulator``)."""
+    with fast_emulator() as emu:
+        yield emu
 
 
 @pytest.fixture()

@@ -1,50 +1,30 @@
 """Batches at any size: items by reference, small flow-run parameters, the ledger's durability.
 
-The 10,000-item batch runs on the Assistants emulator with Prefect's default server
-settings (the 512 KiB parameter cap included) and reads the flow run back from the API.
+The 10,000-item batch (Prefect's default server settings, the parameters read back from the
+API) is tests/faults/test_load.py: there the emulator runs in a process of its own, behind the
+fault proxy.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _echo import echo_requests
 from prefect.client.orchestration import get_client
 
-from prefect_agent_runs import AssistantsCredentials, RunRequest, RunStatus
+from prefect_agent_runs import AssistantsCredentials, RunStatus
 from prefect_agent_runs.flows import arun_batch, run_batch
 from prefect_agent_runs.flows._ledger import BatchLedger, LedgerUnreadable, batch_path
 from prefect_agent_runs.flows.sources import ItemsSource
-from prefect_agent_runs.models import METADATA_BATCH_KEY
 from prefect_agent_runs.testing import AssistantsEmulator
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 PARAMETER_LIMIT = 16 * 1024
-
-
-@pytest.fixture
-def emulator() -> Iterator[AssistantsEmulator]:
-    with AssistantsEmulator(run_seconds=0.01, poll_after_ms=10) as emu:
-        yield emu
-
-
-def items(n: int, *, fail_every: int = 0) -> list[RunRequest]:
-    out = []
-    for i in range(n):
-        metadata = {}
-        if fail_every and i % fail_every == 0:
-            metadata["emulator"] = json.dumps({"outcome": "failed"})
-        out.append(
-            RunRequest(
-                key=f"item-{i}", assistant_id="asst_echo", message=f"q{i}", metadata=metadata
-            )
-        )
-    return out
 
 
 async def parameters_of(flow_run_id: Any) -> dict[str, Any]:
@@ -53,46 +33,16 @@ async def parameters_of(flow_run_id: Any) -> dict[str, Any]:
     return dict(flow_run.parameters)
 
 
-async def test_10000_items_keep_the_flow_run_parameters_small(
-    emulator: AssistantsEmulator, batch_key: str
-) -> None:
-    credentials = AssistantsCredentials(base_url=emulator.base_url, api_key="sk-test-key")
-    state = await run_batch(
-        credentials,
-        items(10_000, fail_every=500),
-        batch_key=batch_key,
-        max_concurrency=128,
-        return_state=True,
-    )
-    result = await state.result()
-    assert len(result.outcomes) == 10_000
-    for i, outcome in enumerate(result.outcomes):
-        assert outcome.key == f"item-{i}"
-        if i % 500 == 0:
-            assert outcome.status is RunStatus.FAILED, outcome
-        else:
-            assert outcome.ok, outcome
-            assert outcome.result is not None and outcome.result.text == f"echo: q{i}"
-    assert state.message == "9980 completed, 20 failed"
-    parameters = await parameters_of(state.state_details.flow_run_id)
-    assert len(json.dumps(parameters, default=str).encode()) < PARAMETER_LIMIT
-    assert parameters["requests"]["storage"] == "result"
-    assert parameters["requests"]["count"] == 10_000
-    tagged = [
-        r for r in emulator.runs() if (r.get("metadata") or {}).get(METADATA_BATCH_KEY) == batch_key
-    ]
-    assert len(tagged) == 10_000  # nothing started twice
-
-
 async def test_calling_the_flow_object_with_a_list_stores_it(
     emulator: AssistantsEmulator, batch_key: str
 ) -> None:
     credentials = AssistantsCredentials(base_url=emulator.base_url, api_key="sk-test-key")
-    state = await arun_batch(credentials, items(30), batch_key=batch_key, return_state=True)
+    state = await arun_batch(credentials, echo_requests(30), batch_key=batch_key, return_state=True)
     result = await state.result()
     assert all(o.ok for o in result.outcomes)
     parameters = await parameters_of(state.state_details.flow_run_id)
     assert parameters["requests"]["count"] == 30
+    assert len(json.dumps(parameters, default=str).encode()) < PARAMETER_LIMIT
     async with get_client() as client:
         flow_run = await client.read_flow_run(state.state_details.flow_run_id)
     assert flow_run.name == batch_key
@@ -227,7 +177,7 @@ async def test_ledger_never_holds_a_secret(
     canary = "sk-canary-5d1f0c9e2b7a"
     monkeypatch.setenv("MY_ASSISTANTS_KEY", canary)
     credentials = AssistantsCredentials(base_url=emulator.base_url, api_key=canary)
-    await run_batch(credentials, items(3), batch_key=batch_key)
+    await run_batch(credentials, echo_requests(3), batch_key=batch_key)
     ledger = await BatchLedger(batch_key).load()
     log = ledger._log
     assert log is not None and log.local is not None
@@ -248,7 +198,7 @@ async def test_inline_key_is_not_recorded_and_the_flow_says_so(
 ) -> None:
     canary = "sk-inline-only-8c2e41"
     credentials = AssistantsCredentials(base_url=emulator.base_url, api_key=canary)
-    await run_batch(credentials, items(2), batch_key=batch_key)
+    await run_batch(credentials, echo_requests(2), batch_key=batch_key)
     ledger = await BatchLedger(batch_key).load()
     assert ledger.credentials_reference() is None
     assert ledger._log is not None and ledger._log.local is not None

@@ -6,42 +6,17 @@ Prefect's result storage: these tests show a rerun starts nothing twice.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
+from _echo import batch_runs, echo_requests
 
-from prefect_agent_runs import AssistantsCredentials, RunRequest, RunStatus
+from prefect_agent_runs import AssistantsCredentials, RunStatus
 from prefect_agent_runs.flows import run_batch
-from prefect_agent_runs.models import METADATA_BATCH_KEY, METADATA_ITEM_KEY
+from prefect_agent_runs.models import METADATA_ITEM_KEY
 from prefect_agent_runs.testing import AssistantsEmulator
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-
-@pytest.fixture
-def emulator() -> Iterator[AssistantsEmulator]:
-    with AssistantsEmulator(run_seconds=0.05, poll_after_ms=20) as emu:
-        yield emu
-
-
-def requests(n: int, *, fail_every: int = 0) -> list[RunRequest]:
-    out = []
-    for i in range(n):
-        metadata = {}
-        if fail_every and i % fail_every == 0:
-            metadata["emulator"] = json.dumps({"outcome": "failed"})
-        out.append(
-            RunRequest(
-                key=f"item-{i}", assistant_id="asst_echo", message=f"q{i}", metadata=metadata
-            )
-        )
-    return out
-
-
-def batch_runs(emu: AssistantsEmulator, batch_key: str) -> list[dict[str, object]]:
-    return [r for r in emu.runs() if (r.get("metadata") or {}).get(METADATA_BATCH_KEY) == batch_key]
 
 
 async def test_run_batch_200_items_on_the_assistants_emulator(
@@ -49,7 +24,7 @@ async def test_run_batch_200_items_on_the_assistants_emulator(
 ) -> None:
     credentials = AssistantsCredentials(base_url=emulator.base_url, api_key="sk-test-key")
     result = await run_batch(
-        credentials, requests(200, fail_every=10), batch_key=batch_key, max_concurrency=32
+        credentials, echo_requests(200, fail_every=10), batch_key=batch_key, max_concurrency=32
     )
     assert len(result.outcomes) == 200
     for i, outcome in enumerate(result.outcomes):
@@ -69,13 +44,13 @@ async def test_rerun_with_the_same_batch_key_starts_nothing_twice(
     emulator: AssistantsEmulator, batch_key: str
 ) -> None:
     credentials = AssistantsCredentials(base_url=emulator.base_url, api_key="sk-test-key")
-    first = await run_batch(credentials, requests(30), batch_key=batch_key)
+    first = await run_batch(credentials, echo_requests(30), batch_key=batch_key)
     assert len(first.completed) == 30
     creates_before = sum(
         1 for r in emulator.requests if r.method == "POST" and r.path.endswith("/runs")
     )
 
-    again = await run_batch(credentials, requests(30), batch_key=batch_key)
+    again = await run_batch(credentials, echo_requests(30), batch_key=batch_key)
     creates_after = sum(
         1 for r in emulator.requests if r.method == "POST" and r.path.endswith("/runs")
     )
@@ -102,7 +77,9 @@ async def test_a_flaky_server_fails_no_item_and_duplicates_nothing(
     credentials = AssistantsCredentials(
         base_url=emulator.base_url, api_key="sk-test-key", max_retries=6
     )
-    result = await run_batch(credentials, requests(60), batch_key=batch_key, max_concurrency=16)
+    result = await run_batch(
+        credentials, echo_requests(60), batch_key=batch_key, max_concurrency=16
+    )
     emulator.clear_faults()
     failed = [(o.key, o.error) for o in result.outcomes if not o.ok]
     assert not failed, failed[:3]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
@@ -25,6 +24,7 @@ from typing import Any, ClassVar, Literal
 
 import httpx
 
+from prefect_agent_runs import timing
 from prefect_agent_runs.backends.base import (
     Capability,
     RunEvent,
@@ -526,7 +526,7 @@ class LangGraphClient(LangGraphCore):
                             }
                         )
                     )
-        now = (self._clock or time.monotonic)()
+        now = (self._clock or timing.monotonic)()
         if not by_thread or now - self._other_sweep < WATCH_OTHER_SECONDS:
             return out
         self._other_sweep = now

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import threading
@@ -95,6 +96,18 @@ class FakeClock:
         """
         with self._lock:
             self._now += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        """An async sleep on this clock: advance it by ``seconds`` and let others run.
+
+        Pass it with the clock to :func:`prefect_agent_runs.timing.use_clock`, or as a
+        client's ``sleep=``: waits, backoffs and deadlines pass without real time.
+
+        Args:
+            seconds: How far to move the clock.
+        """
+        self.advance(max(0.0, seconds))
+        await asyncio.sleep(0)
 
 
 @dataclass
