@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import logging
 import os
 import signal
@@ -322,9 +323,29 @@ def stop_embedded_server(keep: Sequence[Any] = ()) -> None:
     Args:
         keep: Servers that were running before (a caller's test harness): left alone.
     """
-    for server in _embedded_servers():
-        if not any(server is kept for kept in keep):
-            server.stop()
+    servers = [s for s in _embedded_servers() if not any(s is kept for kept in keep)]
+    if not servers:
+        return
+    _drain_prefect_workers()
+    for server in servers:
+        server.stop()
+
+
+def _drain_prefect_workers(timeout: float = 5.0) -> None:
+    """Send what Prefect's API log and event workers still hold, before the embedded server
+    they send to stops. Prefect drains them only at exit, by when the server is gone: each
+    retries against the closed port with backoff, and the command hung for over a minute
+    after its work was done ("Error logging to API")."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            result = worker.drain_all(timeout=timeout)
+        except Exception:  # a worker that never started, or one shutting down
+            continue
+        if inspect.iscoroutine(result):  # called inside an event loop: cannot wait here
+            result.close()
 
 
 @contextlib.contextmanager

@@ -129,8 +129,8 @@ class _ResultState(State):  # type: ignore[type-arg]
         return ((name, value) for name, value in super().__iter__() if name != "data")
 
 
-def _state(result: BatchResult, message: str) -> "State[BatchResult]":
-    state: State[BatchResult] = Completed(message=message, data=result)
+def _state(result: T, message: str) -> "State[T]":
+    state: State[T] = Completed(message=message, data=result)
     return _ResultState.model_construct(_fields_set=state.model_fields_set, **dict(state))
 
 
@@ -263,11 +263,11 @@ async def _create_runs_body(
     requests: Any,
     batch_key: str | None,
     max_concurrency: int,
-) -> list[RunOutcome]:
+) -> "State[list[RunOutcome]]":
     _check(max_concurrency, None, None)
     key = batch_key or generate_batch_key()
     items, total = await _items(requests, key)
-    result, _ = await execute(
+    result, message = await execute(
         "create",
         credentials,
         items,
@@ -282,7 +282,7 @@ async def _create_runs_body(
         collect_results=False,
         fail_on="never",
     )
-    return result.outcomes
+    return _state(result.outcomes, message)
 
 
 @_batch_flow("create-runs")
@@ -304,7 +304,7 @@ async def acreate_runs(
         One outcome per item with its ``run`` (or the ``error`` of a refused create);
         pass them to ``wait_for_runs``.
     """
-    return await _create_runs_body(credentials, requests, batch_key, max_concurrency)
+    return await _create_runs_body(credentials, requests, batch_key, max_concurrency)  # type: ignore[return-value]
 
 
 @_batch_flow("create-runs")
@@ -315,7 +315,7 @@ def create_runs_sync(
     max_concurrency: int = 32,
 ) -> list[RunOutcome]:
     """The sync twin of :func:`acreate_runs`."""
-    return _run_sync(_create_runs_body(credentials, requests, batch_key, max_concurrency))
+    return _run_sync(_create_runs_body(credentials, requests, batch_key, max_concurrency))  # type: ignore[arg-type]
 
 
 # -- wait_for_runs ----------------------------------------------------------------------

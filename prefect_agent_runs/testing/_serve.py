@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import uvicorn
 
-from prefect_agent_runs.testing._ports import find_free_port
+from prefect_agent_runs.testing._ports import Startable, accepts, find_free_port, wait_until_ready
 
 __all__ = ["ServedApp"]
 
@@ -18,10 +15,9 @@ KEEP_ALIVE_SECONDS = 75
 """How long an idle client connection stays open (nginx's default)."""
 
 _ASGIApp = Any
-_S = TypeVar("_S", bound="ServedApp")
 
 
-class ServedApp:
+class ServedApp(Startable):
     """Base class: an ASGI app served by uvicorn in a daemon thread with its own event loop.
 
     Subclasses set ``self.app`` (any ASGI application) before :meth:`start` is called.
@@ -130,14 +126,13 @@ class ServedApp:
         thread = threading.Thread(target=_run, name=f"{type(self).__name__}:{port}", daemon=True)
         self._serve_thread = thread
         thread.start()
-        deadline = time.monotonic() + self._start_timeout
-        while time.monotonic() < deadline:
-            if server.started and _accepts(self._host, port):
-                return
-            if not thread.is_alive():
-                raise RuntimeError(f"server on port {port} exited early ({self._serve_error!r})")
-            time.sleep(0.01)
-        raise RuntimeError(f"server on port {port} did not start in {self._start_timeout} s")
+        wait_until_ready(
+            lambda: server.started and accepts(self._host, port),
+            timeout=self._start_timeout,
+            what=f"{type(self).__name__} on port {port}",
+            exited=lambda: None if thread.is_alive() else repr(self._serve_error),
+            interval=0.01,
+        )
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ask the server to exit and join its thread.
@@ -151,23 +146,3 @@ class ServedApp:
             self._serve_thread.join(timeout)
         self._serve_thread = None
         self._uvicorn = None
-
-    def __enter__(self: _S) -> _S:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-def _accepts(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False

@@ -25,21 +25,23 @@ import importlib.util
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from types import TracebackType
 
 from prefect_agent_runs.backends.registry import Demo
 from prefect_agent_runs.models import RunRequest
 from prefect_agent_runs.testing._demo import demo_seconds
-from prefect_agent_runs.testing._ports import find_free_port
+from prefect_agent_runs.testing._ports import (
+    Startable,
+    answers_ok,
+    find_free_port,
+    wait_until_ready,
+)
+from prefect_agent_runs.testing._process import end_group, spawn
 
 __all__ = ["GRAPH_ID", "LangGraphDevServer", "demo", "find_langgraph_executable"]
 
@@ -90,7 +92,7 @@ def find_langgraph_executable() -> str:
     return found
 
 
-class LangGraphDevServer:
+class LangGraphDevServer(Startable):
     """The real LangGraph Agent Server serving the ``echo`` graph, as a context manager.
 
     Starts ``langgraph dev --no-browser --no-reload`` on a loopback port from a temporary
@@ -213,14 +215,13 @@ class LangGraphDevServer:
         ]
         started = time.monotonic()
         with open(self._log_file, "wb") as log:
-            self._process = subprocess.Popen(
+            self._process = spawn(  # its own process group: stop() ends all of it
                 command,
                 cwd=tmpdir,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
             )
         try:
             self._wait_until_ready(started)
@@ -231,28 +232,15 @@ class LangGraphDevServer:
         return self
 
     def _wait_until_ready(self, started: float) -> None:
-        deadline = started + self.startup_timeout_seconds
-        url = f"{self.base_url}/ok"
-        while True:
-            assert self._process is not None
-            code = self._process.poll()
-            if code is not None:
-                raise RuntimeError(
-                    f"langgraph dev exited with code {code} before answering {url}.\n"
-                    f"{self._log_tail()}"
-                )
-            try:
-                with urllib.request.urlopen(url, timeout=2.0) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() >= deadline:
-                raise RuntimeError(
-                    f"langgraph dev did not answer {url} within "
-                    f"{self.startup_timeout_seconds:g} s.\n{self._log_tail()}"
-                )
-            time.sleep(0.1)
+        process = self._process
+        assert process is not None
+        wait_until_ready(
+            lambda: answers_ok(f"{self.base_url}/ok"),
+            timeout=self.startup_timeout_seconds - (time.monotonic() - started),
+            what=f"langgraph dev on {self.base_url}",
+            exited=process.poll,
+            details=self._log_tail,
+        )
 
     def _log_tail(self, lines: int = 40) -> str:
         if self._log_file is None or not self._log_file.exists():
@@ -268,41 +256,11 @@ class LangGraphDevServer:
         in a ``workdir`` of the caller's. Calling ``stop`` twice is harmless.
         """
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            self._signal_group(process, signal.SIGTERM)
-            try:
-                process.wait(timeout=_STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                self._signal_group(process, signal.SIGKILL)
-                process.wait()
         if process is not None:
-            # children left behind by the CLI (the group outlives its leader)
-            self._signal_group(process, signal.SIGKILL)
+            end_group(process, grace=_STOP_GRACE_SECONDS)
         tmpdir, self._tmpdir = self._tmpdir, None
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
-
-    @staticmethod
-    def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-        if os.name == "nt":  # pragma: no cover - no process groups on Windows
-            if sig == signal.SIGTERM:
-                process.terminate()
-            else:
-                process.kill()
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, sig)
-
-    def __enter__(self) -> LangGraphDevServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @contextlib.contextmanager

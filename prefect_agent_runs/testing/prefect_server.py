@@ -12,30 +12,24 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-import httpx
-
-from prefect_agent_runs.testing._ports import find_free_port
+from prefect_agent_runs.testing._ports import (
+    Startable,
+    answers_ok,
+    find_free_port,
+    wait_until_ready,
+)
+from prefect_agent_runs.testing._process import end_group, spawn
 
 __all__ = ["PrefectServer"]
 
 
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-
-
-class PrefectServer:
+class PrefectServer(Startable):
     """``prefect server start`` on ``127.0.0.1`` and a free port, SQLite, no analytics.
 
     Example:
@@ -129,43 +123,32 @@ class PrefectServer:
         command = [sys.executable, "-m", "prefect", "server", "start"]
         command += ["--host", "127.0.0.1", "--port", str(self.port), "--analytics-off"]
         command += ["--ui" if self.ui else "--no-ui"]
-        self._process = subprocess.Popen(
+        self._process = spawn(  # its own process group: stop() ends all of it
             command,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: stop() ends all of it
         )
-        deadline = time.monotonic() + self.startup_timeout_seconds
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"prefect server exited at start:\n{self._log_tail()}")
-            try:
-                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        tail = self._log_tail()
-        self.stop()
-        raise RuntimeError(
-            f"prefect server did not answer within {self.startup_timeout_seconds:g} s:\n{tail}"
-        )
+        process = self._process
+        try:
+            wait_until_ready(
+                lambda: answers_ok(f"{self.api_url}/health"),
+                timeout=self.startup_timeout_seconds,
+                what="prefect server",
+                exited=process.poll,
+                details=self._log_tail,
+                interval=0.25,
+            )
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop the server's process group (SIGTERM, then SIGKILL) and remove its home."""
         process, self._process = self._process, None
         if process is not None:
-            _signal_group(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-            # whatever is left of its group (the CLI's children) goes too
-            _signal_group(process.pid, signal.SIGKILL)
-            process.wait(timeout=timeout)
+            end_group(process, grace=timeout)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -178,15 +161,3 @@ class PrefectServer:
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> PrefectServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

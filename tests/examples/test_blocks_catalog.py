@@ -5,7 +5,6 @@ abstract ``AgentRunsCredentials`` (checked on a real ``prefect server start``)."
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,6 +23,7 @@ from prefect_agent_runs import (
     WorkflowRunsCredentials,
 )
 from prefect_agent_runs.blocks.credentials import AgentRunsCredentials, credentials_classes
+from prefect_agent_runs.testing._process import run
 from prefect_agent_runs.testing.prefect_server import PrefectServer
 
 LOGOS = Path(prefect_agent_runs.__file__).parent / "blocks" / "logos"
@@ -118,7 +118,7 @@ async def test_the_catalog_of_a_real_server_lists_only_concrete_working_blocks(
     package_blocks = [b for b in credentials_classes() if b.backend in PACKAGE_BACKENDS]
     assert len(package_blocks) == len(PACKAGE_BACKENDS)
     register = await asyncio.to_thread(
-        subprocess.run,
+        run,
         [sys.executable, "-m", "prefect", "block", "register", "-m", "prefect_agent_runs"],
         env=prefect_server.env(),
         capture_output=True,

@@ -26,6 +26,7 @@ from prefect_agent_runs import AssistantsCredentials
 from prefect_agent_runs.flows import artifact_keys
 from prefect_agent_runs.models import METADATA_BATCH_KEY, METADATA_ITEM_KEY
 from prefect_agent_runs.testing import AssistantsEmulator
+from prefect_agent_runs.testing._process import end_group_and_read, run, spawn
 from prefect_agent_runs.testing.prefect_server import PrefectServer
 
 from .conftest import EXAMPLES
@@ -46,7 +47,7 @@ def emulator() -> Iterator[AssistantsEmulator]:
 @pytest.fixture(scope="module")
 def server(prefect_server: PrefectServer, emulator: AssistantsEmulator) -> PrefectServer:
     """The real server with this package's block types and the block the example loads."""
-    subprocess.run(
+    run(
         [sys.executable, "-m", "prefect", "block", "register", "-m", "prefect_agent_runs"],
         env=prefect_server.env(),
         check=True,
@@ -61,7 +62,9 @@ def server(prefect_server: PrefectServer, emulator: AssistantsEmulator) -> Prefe
 
 
 def start(server: PrefectServer, *command: str, **env: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    """``command`` in a process group of its own (a worker's or a server's flow-run
+    processes are in it too: :func:`stop` ends them all)."""
+    return spawn(
         list(command),
         cwd=EXAMPLES,
         env=server.env(PREFECT_LOGGING_LEVEL="WARNING", **env),
@@ -73,13 +76,8 @@ def start(server: PrefectServer, *command: str, **env: str) -> subprocess.Popen[
 
 
 def stop(process: subprocess.Popen[str]) -> str:
-    process.terminate()
-    try:
-        out, _ = process.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, _ = process.communicate()
-    return out
+    output: str = end_group_and_read(process, grace=30)
+    return output
 
 
 async def wait_for_deployment(server: PrefectServer, name: str, process: Any) -> None:
@@ -191,7 +189,7 @@ async def test_deployed_to_a_process_work_pool_and_run_by_a_worker(
 ) -> None:
     env = server.env()
     created = await asyncio.to_thread(
-        subprocess.run,
+        run,
         [sys.executable, "-m", "prefect", "work-pool", "create", "agent-runs", "--type", "process"],
         env=env,
         capture_output=True,
@@ -200,7 +198,7 @@ async def test_deployed_to_a_process_work_pool_and_run_by_a_worker(
     )
     assert created.returncode == 0 or "already exists" in created.stdout, created.stdout
     deployed = await asyncio.to_thread(
-        subprocess.run,
+        run,
         [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
         cwd=EXAMPLES,
         env=env,

@@ -1,8 +1,8 @@
 """Child processes for the crash and cancellation tests: start, watch, signal, account.
 
-"No process of ours behind" is checked with psutil: every descendant of a child seen while
-it ran (the flow's process, Prefect's embedded server, a LangGraph dev server) must be gone
-once the child has exited.
+"No process of ours behind" is checked with psutil (``Tree``, the package's
+``ProcessTree``): every descendant of a child seen while it ran (the flow's process,
+Prefect's embedded server, a LangGraph dev server) must be gone once the child has exited.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
+from prefect_agent_runs.testing._process import ProcessTree as Tree
+from prefect_agent_runs.testing._process import end_group, spawn
 
 SCRIPTS = Path(__file__).parent / "scripts"
 REPO = Path(__file__).resolve().parents[2]
@@ -46,10 +47,10 @@ def child_env(*, api_url: str | None = None, **extra: str) -> dict[str, str]:
 
 def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """Start ``python ARGS`` (a script of tests/faults/scripts or ``-m module``), output to
-    ``log``."""
+    ``log``, in a process group of its own (:func:`stop` ends the group)."""
     out = log.open("wb")
     try:
-        return subprocess.Popen(
+        return spawn(
             [sys.executable, *args],
             env=env,
             stdout=out,
@@ -93,62 +94,11 @@ def tail(log: Path | None, lines: int = 30) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
-class Tree:
-    """The descendants of a process, remembered while it runs."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.seen: dict[int, str] = {}
-
-    def snapshot(self) -> dict[int, str]:
-        """Record the current descendants (pid -> command line); returns the new total."""
-        try:
-            children = psutil.Process(self.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return self.seen
-        for child in children:
-            try:
-                self.seen.setdefault(child.pid, " ".join(child.cmdline())[:200])
-            except psutil.Error:
-                continue
-        return self.seen
-
-    def alive(self) -> dict[int, str]:
-        """Descendants seen earlier that still run (zombies count as gone)."""
-        out: dict[int, str] = {}
-        for pid, cmd in self.seen.items():
-            try:
-                proc = psutil.Process(pid)
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    out[pid] = cmd
-            except psutil.NoSuchProcess:
-                continue
-        return out
-
-    def wait_gone(self, timeout: float) -> dict[int, str]:
-        """Wait up to ``timeout`` for every seen descendant to exit; what is left."""
-        deadline = time.monotonic() + timeout
-        left = self.alive()
-        while left and time.monotonic() < deadline:
-            time.sleep(0.1)
-            left = self.alive()
-        return left
-
-    def kill_left(self) -> None:
-        """Clean up after a failed test: SIGKILL whatever of the tree still runs."""
-        for pid in self.alive():
-            try:
-                psutil.Process(pid).kill()
-            except psutil.Error:
-                continue
-
-
 def stop(child: subprocess.Popen[bytes], tree: Tree | None = None) -> None:
-    """Make sure the child and what it started are gone (test cleanup)."""
+    """Make sure the child and what it started are gone (test cleanup): its process group
+    is killed, then whatever of its tree moved out of that group."""
     if tree is not None:
         tree.snapshot()
-    if child.poll() is None:
-        child.kill()
-        child.wait(timeout=30)
+    end_group(child, grace=0)
     if tree is not None:
         tree.kill_left()

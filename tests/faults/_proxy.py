@@ -36,11 +36,11 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 
 import httpx
 
 from prefect_agent_runs._pool import ShardedTransport
+from prefect_agent_runs.testing._ports import Startable
 
 __all__ = ["ALL_KINDS", "Fault", "FaultProxy", "ProxyRecord"]
 
@@ -130,7 +130,7 @@ def default_is_create(method: str, path: str) -> bool:
     )
 
 
-class FaultProxy:
+class FaultProxy(Startable):
     """Forward loopback HTTP to ``upstream`` and fault a share of the requests.
 
     Args:
@@ -242,17 +242,6 @@ class FaultProxy:
         if self._thread is not None:
             self._thread.join(10)
         self._loop = None
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()

@@ -25,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,52 @@ def _flow_run_state(flow_run_id: str) -> tuple[str, str]:
     return str(state["type"]), str(state.get("message") or "")
 
 
+@dataclass
+class Stopped:
+    """What a signalled child left: how fast its runs ended, what it ran, what is left."""
+
+    gone: float  # seconds from the signal until no remote run of the batch was active
+    exited: float  # seconds from the signal until the child and its tree had exited
+    seen: dict[int, str]  # the child's descendants while its runs were active
+    left: dict[int, str]  # those still running after it exited
+
+
+def _signal_when_active(
+    child: subprocess.Popen[bytes],
+    log: Path,
+    sig: signal.Signals,
+    *,
+    url: str,
+    key: str,
+    n: int,
+    ready_timeout: float,
+) -> Stopped:
+    """Once the child's ``n`` remote runs are active, send it ``sig`` and account: the runs
+    must end within 20 s; the child and every descendant seen must exit. The child's
+    process group is ended whatever happens."""
+    tree = Tree(child.pid)
+    try:
+        wait_until(
+            lambda: _active(url, key) >= n,
+            timeout=ready_timeout,
+            what=f"{n} active runs",
+            alive=child,
+            log=log,
+        )
+        seen = dict(tree.snapshot())
+        sent = time.monotonic()
+        child.send_signal(sig)
+        gone = wait_until(
+            lambda: _active(url, key) == 0, timeout=GONE_WITHIN, what="no active run", log=log
+        )
+        child.wait(timeout=60)
+        left = tree.wait_gone(10)
+        exited = time.monotonic() - sent
+    finally:
+        stop(child, tree)
+    return Stopped(gone=gone, exited=exited, seen=seen, left=left)
+
+
 # -- a process running run_batch on a Prefect API ------------------------------------------
 
 
@@ -97,27 +145,8 @@ def test_signal_to_a_flow_process(
     config.update(sleep=RUN_SECONDS, max_concurrency=n)
     log = tmp_path / "child.log"
     child = start([script("batch_child.py"), json.dumps(config)], child_env(), log)
-    tree = Tree(child.pid)
-    try:
-        wait_until(
-            lambda: _active(url, key) >= n,
-            timeout=120,
-            what=f"{n} active runs",
-            alive=child,
-            log=log,
-        )
-        tree.snapshot()
-        sent = time.monotonic()
-        child.send_signal(sig)
-        gone = wait_until(
-            lambda: _active(url, key) == 0, timeout=GONE_WITHIN, what="no active run", log=log
-        )
-        child.wait(timeout=60)
-        left = tree.wait_gone(10)
-        exited = time.monotonic() - sent
-    finally:
-        stop(child, tree)
-    assert left == {}, left
+    stopped = _signal_when_active(child, log, sig, url=url, key=key, n=n, ready_timeout=120)
+    assert stopped.left == {}, stopped.left
     statuses = sorted({r["status"] for r in _runs(url, key)})
     assert statuses == ["interrupted"], statuses
     assert child.returncode != 0, tail(log)
@@ -130,8 +159,9 @@ def test_signal_to_a_flow_process(
     state, message = _flow_run_state(flow_run_id)
     assert state == "CRASHED" and words in message, (state, message)
     print(
-        f"\n[cancel] {sig.name} to a flow process: {n} runs interrupted {gone:.2f} s after "
-        f"the signal, exit {child.returncode} after {exited:.1f} s; flow run {state}: {message}"
+        f"\n[cancel] {sig.name} to a flow process: {n} runs interrupted {stopped.gone:.2f} s "
+        f"after the signal, exit {child.returncode} after {stopped.exited:.1f} s; flow run "
+        f"{state}: {message}"
     )
 
 
@@ -181,28 +211,10 @@ def test_signal_to_the_cli_leaves_no_embedded_server(
     args = ["run", str(items), "--backend", "langgraph", "--url", url, "--assistant", "echo"]
     args += ["--batch-key", key, "--no-progress"]
     child = start([*command, *args], env, log)
-    tree = Tree(child.pid)
-    try:
-        wait_until(
-            lambda: _active(url, key) >= n,
-            timeout=180,
-            what=f"{n} active runs",
-            alive=child,
-            log=log,
-        )
-        seen = tree.snapshot()
-        assert any("uvicorn" in cmd for cmd in seen.values()), seen  # the embedded server
-        sent = time.monotonic()
-        child.send_signal(sig)
-        gone = wait_until(
-            lambda: _active(url, key) == 0, timeout=GONE_WITHIN, what="no active run", log=log
-        )
-        child.wait(timeout=60)
-        left = tree.wait_gone(10)
-        exited = time.monotonic() - sent
-    finally:
-        stop(child, tree)
-    assert left == {}, f"left running after the command exited: {left}"
+    stopped = _signal_when_active(child, log, sig, url=url, key=key, n=n, ready_timeout=180)
+    seen = stopped.seen
+    assert any("uvicorn" in cmd for cmd in seen.values()), seen  # the embedded server
+    assert stopped.left == {}, f"left running after the command exited: {stopped.left}"
     assert child.returncode == code, (child.returncode, tail(log))
     output = log.read_text()
     assert words in output, output[-3000:]
@@ -211,7 +223,8 @@ def test_signal_to_the_cli_leaves_no_embedded_server(
     assert statuses == ["interrupted"], statuses
     print(
         f"\n[cancel] {sig.name} to the CLI (embedded server): {n} runs interrupted "
-        f"{gone:.2f} s after the signal; exit {child.returncode} after {exited:.1f} s; "
+        f"{stopped.gone:.2f} s after the signal; exit {child.returncode} after "
+        f"{stopped.exited:.1f} s; "
         f"{len(seen)} child process(es) seen, 0 left"
     )
 

@@ -48,6 +48,8 @@ from prefect_agent_runs.flows import run_batch
 from prefect_agent_runs.flows._ledger import BatchLedger
 from prefect_agent_runs.models import METADATA_BATCH_KEY, BatchResult
 from prefect_agent_runs.testing import AssistantsEmulator
+from prefect_agent_runs.testing._process import end_group
+from prefect_agent_runs.testing._process import spawn as spawn_group
 from prefect_agent_runs.testing.langgraph_dev import LangGraphDevServer
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -134,7 +136,7 @@ def _run_scenarios(backend: Backend, storage: Path, tmp_path: Path) -> list[Scen
                 )
             )
     env = child_env(PREFECT_LOCAL_STORAGE_PATH=str(storage), **{API_KEY_ENV: "sk-crash-test"})
-    zygote = subprocess.Popen(
+    zygote = spawn_group(  # its own process group: the forked children are in it too
         [sys.executable, script("batch_child.py"), "--zygote"],
         env=env,
         stdin=subprocess.PIPE,
@@ -157,11 +159,8 @@ def _run_scenarios(backend: Backend, storage: Path, tmp_path: Path) -> list[Scen
 
         _kill_each(backend, scenarios, spawn)
     finally:
-        for s in scenarios:
-            if s.pid is not None and _alive(s.pid):
-                os.kill(s.pid, signal.SIGKILL)
         zygote.stdin.close()
-        zygote.wait(timeout=30)
+        end_group(zygote, grace=0)  # the zygote and any child of it still running
     return scenarios
 
 

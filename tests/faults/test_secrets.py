@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -54,6 +53,7 @@ from prefect_agent_runs.testing import (
     ProjectThreadsEmulator,
     WorkflowRunsEmulator,
 )
+from prefect_agent_runs.testing._process import run
 from prefect_agent_runs.testing._serve import ServedApp
 
 KEY_RANDOM = "5e1f0c8a7b3d4e29a6c1f7d2"
@@ -395,7 +395,7 @@ def _cli(scan: Scan, url: str, tmp_path: Path) -> int:
             "PYTHONPATH": os.pathsep.join(sys.path),
         }
         code = "import sys; from prefect_agent_runs.cli import main; sys.exit(main())"
-        done = subprocess.run(
+        done = run(
             [sys.executable, "-c", code, "run", str(source), *args, "--assistant", "a",
              "--out", str(out), "--timeout", "5", "-v"],
             env=env, capture_output=True, timeout=180, check=False,

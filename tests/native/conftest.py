@@ -6,14 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from prefect_agent_runs.testing._process import end_group, spawn
 from prefect_agent_runs.testing.prefect_server import PrefectServer
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
 
 def start_batch(server: PrefectServer, *args: str) -> subprocess.Popen[str]:
-    """``scripts/batch.py ARGS`` in a child process talking to ``server``."""
-    return subprocess.Popen(
+    """``scripts/batch.py ARGS`` in a child process talking to ``server``, in a process
+    group of its own (:func:`finish` reads its output and ends the group)."""
+    return spawn(
         [sys.executable, str(SCRIPTS / "batch.py"), *args],
         env=server.env(PREFECT_LOGGING_LEVEL="WARNING"),
         stdout=subprocess.PIPE,
@@ -21,3 +23,13 @@ def start_batch(server: PrefectServer, *args: str) -> subprocess.Popen[str]:
         stdin=subprocess.DEVNULL,
         text=True,
     )
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 300) -> str:
+    """Wait for ``process`` to exit and return its output; its process group is killed
+    after it exits, or after ``timeout`` (then the test fails)."""
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    finally:
+        end_group(process, grace=0)
+    return output

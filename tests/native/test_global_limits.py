@@ -4,7 +4,6 @@ flow runs together: an emulator counts the requests in flight across both."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import threading
 import uuid
@@ -15,9 +14,10 @@ import pytest
 
 from prefect_agent_runs.models import METADATA_BATCH_KEY
 from prefect_agent_runs.testing import AssistantsEmulator
+from prefect_agent_runs.testing._process import run
 from prefect_agent_runs.testing.prefect_server import PrefectServer
 
-from .conftest import start_batch
+from .conftest import finish, start_batch
 
 
 class InFlight:
@@ -57,7 +57,7 @@ def counted() -> Iterator[tuple[AssistantsEmulator, InFlight]]:
 
 
 def create_limit(server: PrefectServer, name: str, limit: int) -> None:
-    subprocess.run(
+    run(
         [sys.executable, "-m", "prefect", "gcl", "create", name, "--limit", str(limit)],
         env=server.env(),
         check=True,
@@ -73,7 +73,7 @@ def run_two(server: PrefectServer, emulator: AssistantsEmulator, *extra: str) ->
         start_batch(server, emulator.base_url, key, "12", "0", "3", *extra) for key in keys
     ]
     for process in processes:
-        output, _ = process.communicate(timeout=300)
+        output = finish(process)
         assert process.returncode == 0, output
         assert json.loads(output.strip().splitlines()[-1])["counts"] == {"completed": 12}
     return keys
@@ -127,7 +127,7 @@ def test_a_limit_that_does_not_exist_fails_the_items_clearly(
         "0.1",
         "no-such-limit",
     )
-    output, _ = process.communicate(timeout=300)
+    output = finish(process)
     assert process.returncode == 0, output
     report = json.loads(output.strip().splitlines()[-1])
     assert sum(report["counts"].values()) == 2 and "completed" not in report["counts"]

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # _echo: the Assistants batch it
 from _echo import fast_emulator
 
 from prefect_agent_runs.testing import AssistantsEmulator
+from prefect_agent_runs.testing._process import spawn
 
 SCRIPTS = Path(__file__).parent / "scripts"
 ACTIVE_STATUSES = frozenset({"pending", "running"})
@@ -115,8 +116,9 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 def start_script(name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """Start ``tests/prefect/scripts/<name>`` with this interpreter."""
-    return subprocess.Popen(
+    """Start ``tests/prefect/scripts/<name>`` with this interpreter, in a process group of its
+    own (end it with ``end_group``)."""
+    return spawn(
         [sys.executable, str(SCRIPTS / name), *args],
         env=env or subprocess_env(),
         stdout=subprocess.PIPE,

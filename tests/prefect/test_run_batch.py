@@ -28,6 +28,7 @@ from prefect_agent_runs.blocks.credentials import LangGraphCredentials
 from prefect_agent_runs.errors import ValidationError
 from prefect_agent_runs.flows import artifact_keys, create_runs, run_batch, wait_for_runs
 from prefect_agent_runs.models import METADATA_FLOW_RUN_ID, BatchFailed, BatchResult
+from prefect_agent_runs.testing._process import ProcessTree, end_group
 from prefect_agent_runs.testing.prefect_server import PrefectServer
 
 conftest = sys.modules[next(m for m in sys.modules if m.endswith("prefect.conftest"))]
@@ -131,8 +132,7 @@ async def test_resume_after_kill(langgraph_url: str, probe: LangGraphProbe, batc
     try:
         waited = probe.wait_until(lambda: len(probe.batch_threads(batch_key)) >= first, timeout=60)
     finally:
-        child.kill()  # SIGKILL: no cleanup, no hook
-        child.wait(timeout=10)
+        end_group(child, grace=0)  # SIGKILL: no cleanup, no hook
     before = len(probe.batch_threads(batch_key))
     # LangGraph queues every run (max_active_runs=None), so the kill may land after the
     # last create: the rerun must then re-attach to all of them and create none.
@@ -188,9 +188,7 @@ def test_sigterm_cancels_remote_runs(
         child.wait(timeout=30)
         exited = time.monotonic() - sent
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+        end_group(child, grace=0)
     statuses = sorted({r["status"] for r in probe.batch_runs(batch_key)})
     assert statuses == ["interrupted"], statuses
     print(
@@ -216,8 +214,7 @@ async def test_hook_cancels_runs_of_a_killed_process(
         probe.wait_until(lambda: len(_active(probe, batch_key)) >= n, timeout=60)
         await asyncio.sleep(0.6)  # let the throttled ledger write (every 0.5 s) happen
     finally:
-        child.kill()
-        child.wait(timeout=10)
+        end_group(child, grace=0)
     assert len(_active(probe, batch_key)) == n
     flow_run_id = probe.batch_runs(batch_key)[0]["metadata"][METADATA_FLOW_RUN_ID]
     # parameters without batch_key: the hook must use the flow run's pointer in the ledger
@@ -235,7 +232,9 @@ def test_cancel_served_deployment(
     langgraph_url: str, probe: LangGraphProbe, batch_key: str, prefect_server: PrefectServer
 ) -> None:
     """On the session's real ``prefect server start`` (one server for every test that needs
-    one in another process, not a server of its own)."""
+    one in another process, not a server of its own). Issue 13: no remote run active 20 s
+    after the cancellation, the flow run ends Cancelled, and no process of ours is left (the
+    flow run's process exits while the serve process goes on; then nothing of its tree)."""
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.states import Cancelling
@@ -250,6 +249,7 @@ def test_cancel_served_deployment(
         probe.wait_until(lambda: _healthy(api_url), timeout=90, interval=0.5)
         timings["server"] = time.monotonic() - t0
         served = start_script("serve_run_batch.py", "cancel-test", env=env)
+        tree = ProcessTree(served.pid)
         n = 6
         with temporary_settings({PREFECT_API_URL: api_url}):
             t0 = time.monotonic()
@@ -271,6 +271,8 @@ def test_cancel_served_deployment(
             t0 = time.monotonic()
             probe.wait_until(lambda: len(_active(probe, batch_key)) >= n, timeout=90, interval=0.5)
             timings["runs started"] = time.monotonic() - t0
+            flow_run_processes = dict(tree.snapshot())  # the runner's flow-run process
+            assert flow_run_processes, "the served flow run has no process of its own"
 
             async def cancel() -> None:
                 async with get_client() as client:
@@ -290,23 +292,27 @@ def test_cancel_served_deployment(
                     return str(fr.state.type.value if fr.state else None)
 
             state = asyncio.run(final_state())
+            # the serve process's own multiprocessing resource tracker stays with it (it
+            # goes when the serve process stops, checked below); the flow run's must not
+            left = tree.wait_gone(20, but=lambda cmd: "multiprocessing.resource_tracker" in cmd)
         statuses = sorted({r["status"] for r in probe.batch_runs(batch_key)})
         assert statuses == ["interrupted"], statuses
+        assert state == "CANCELLED", state
+        assert left == {}, f"the cancelled flow run left {left} (of {flow_run_processes})"
+        assert served.poll() is None, "the serve process must go on serving"
+        end_group(served, grace=15, sig=signal.SIGINT)
+        assert tree.wait_gone(10) == {}, tree.alive()
         print(
             f"\n[c] served deployment: session prefect server healthy in {timings['server']:.1f} s, deployment "
             f"served in {timings['serve']:.1f} s, {n} remote runs started "
             f"{timings['runs started']:.1f} s after run_deployment; after Cancelling all were "
-            f"interrupted on the server in {latency:.2f} s; flow run state {state}"
+            f"interrupted on the server in {latency:.2f} s; flow run state {state}; "
+            f"{len(flow_run_processes)} flow-run process(es) gone"
         )
     finally:
-        for proc in (served,):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        if served is not None:
+            end_group(served, grace=15, sig=signal.SIGINT)
+            tree.kill_left()
 
 
 def _healthy(api_url: str) -> bool:
