@@ -11,6 +11,9 @@ from prefect_agent_runs.testing._ports import Startable, accepts, find_free_port
 
 __all__ = ["ServedApp"]
 
+KEEP_ALIVE_SECONDS = 75
+"""How long an idle client connection stays open (nginx's default)."""
+
 _ASGIApp = Any
 
 
@@ -103,6 +106,10 @@ class ServedApp(Startable):
             log_level="warning",
             lifespan="off",
             timeout_graceful_shutdown=1,
+            # a platform's load balancer keeps idle connections for a minute or more;
+            # uvicorn's 5 s equals httpx's keep-alive expiry, and a connection reused at
+            # that instant is closed under the request (a stray error no fault injected)
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
             access_log=False,
         )
         server = uvicorn.Server(config)
