@@ -5,11 +5,8 @@ the server handled them, in front of the real LangGraph server and each emulator
 (Assistants, workflow runs, project threads). The server is then asked (directly) how many
 threads and runs each key has.
 
-CI time: one emulator per module; timeouts scaled down (below); every batch of the
-300-item test and of the per-kind rows (one proxy and one batch each, 10 items per kind)
-starts at once, on the first of those tests, and each test waits for its own (they mostly
-wait on timeouts and backoff: 204 s one test after the other in CI, the slowest alone
-56 s).
+CI time: one emulator per module; the per-kind rows of one backend run at once (one proxy
+and one batch per kind, gathered), 10 items each; timeouts scaled down (below).
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 from _harness import (
@@ -61,14 +58,11 @@ BACKENDS = ["langgraph", "openai_assistants", "workflow_runs", "project_threads"
 REPORTS: list[BatchReport] = []
 
 
-@pytest.fixture(scope="module", autouse=True)
-def short_lookup_window() -> Iterator[None]:
-    """Module-wide: the batches started at once outlive any one test."""
+@pytest.fixture(autouse=True)
+def short_lookup_window(monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect_agent_runs.backends import create
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(create, "LOOKUP_WINDOW_SECONDS", LOOKUP_WINDOW)
-        yield
+    monkeypatch.setattr(create, "LOOKUP_WINDOW_SECONDS", LOOKUP_WINDOW)
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +157,7 @@ class _RowRecords(logging.Handler):
             self.rows.setdefault(row, []).append(record)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def row_records() -> Iterator[_RowRecords]:
     handler = _RowRecords()
     lg = logging.getLogger("prefect_agent_runs")
@@ -222,62 +216,18 @@ async def _run(
     return report
 
 
-KIND_ITEMS = 10
-"""Items per kind: 30 % of their requests faulted gives every row several faults of its kind
-on creates, reads and results; 20 items proved nothing more (the table's older rows)."""
-ALL_ROWS = "all 7 kinds, 20 %"
-STARTED: list[asyncio.Task[BatchReport]] = []
-"""Every batch the ``batches`` fixture started (the bound tests wait for them to end)."""
-
-
-async def _kind_row(target: Target, records: _RowRecords, kind: Fault) -> BatchReport:
-    """One kind per row, 30 % of requests (of creates, for a late create). A late create
-    is held 2.5 s (the client's read timeout is 2 s) and then delivered: the lookup window
-    (2.5 s here, 30 s by default) covers it, so nothing is started twice."""
-    late = kind is Fault.LATE_CREATE
-    return await _run(
-        target,
-        records,
-        n=KIND_ITEMS,
-        rate=0.0 if late else 0.3,
-        kinds=(kind,),
-        label=kind.value,
-        late_rate=0.3 if late else 0.0,
-        late_hold=LATE_HOLD,
-        seed=sum(map(ord, kind.value)),
-    )
-
-
-@pytest.fixture(scope="module")
-async def batches(
-    request: pytest.FixtureRequest, row_records: _RowRecords, prefect_harness: None
-) -> AsyncIterator[dict[tuple[str, str], asyncio.Task[BatchReport]]]:
-    """Start every batch of the two tests below at once: per backend the 300-item batch
-    and one batch per fault kind, each behind its own proxy. Keyed by (backend, row)."""
-    tasks: dict[tuple[str, str], asyncio.Task[BatchReport]] = {}
-    for backend in BACKENDS:
-        target = _target(backend, request)
-        tasks[backend, ALL_ROWS] = asyncio.create_task(
-            _run(target, row_records, n=300, rate=0.2, kinds=ALL_KINDS, label=ALL_ROWS)
-        )
-        for kind in [*ALL_KINDS, Fault.LATE_CREATE]:
-            tasks[backend, kind.value] = asyncio.create_task(_kind_row(target, row_records, kind))
-    STARTED.extend(tasks.values())
-    try:
-        yield tasks
-    finally:
-        for task in tasks.values():
-            task.cancel()
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
-        STARTED.clear()
-
-
 async def test_300_items_with_20_percent_faults(
-    batches: dict[tuple[str, str], asyncio.Task[BatchReport]],
+    request: pytest.FixtureRequest, row_records: _RowRecords
 ) -> None:
     """300 items per backend, the four backends at once (CI time: the batches mostly wait
     on timeouts and backoff), each behind its own proxy faulting 20 % of its requests."""
-    reports = [await batches[backend, ALL_ROWS] for backend in BACKENDS]
+    targets = [_target(backend, request) for backend in BACKENDS]
+    reports = await asyncio.gather(
+        *(
+            _run(t, row_records, n=300, rate=0.2, kinds=ALL_KINDS, label="all 7 kinds, 20 %")
+            for t in targets
+        )
+    )
     for report in reports:
         # at least 300 creates and 300 ends cross the proxy (LangGraph's bulk watch sends ~1.3
         # requests per run in all, 110 faults measured in CI): a quarter of the items, at least
@@ -287,13 +237,38 @@ async def test_300_items_with_20_percent_faults(
         assert report.retries > 0, report.row()
 
 
+KIND_ITEMS = 10
+"""Items per kind: 30 % of their requests faulted gives every row several faults of its kind
+on creates, reads and results; 20 items proved nothing more (the table's older rows)."""
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_each_fault_kind_alone(
-    backend: str, batches: dict[tuple[str, str], asyncio.Task[BatchReport]]
+    backend: str, request: pytest.FixtureRequest, row_records: _RowRecords
 ) -> None:
-    """One kind per row, 30 % of requests (of creates, for a late create): the table's rows
-    (see ``_kind_row``)."""
-    reports = [await batches[backend, kind.value] for kind in [*ALL_KINDS, Fault.LATE_CREATE]]
+    """One kind per row, 30 % of requests (of creates, for a late create): the table's rows.
+
+    Every row has its own proxy and its own batch; the rows run at once. A late create is
+    held 2.5 s (the client's read timeout is 2 s) and then delivered: the lookup window
+    (2.5 s here, 30 s by default) covers it, so nothing is started twice.
+    """
+    target = _target(backend, request)
+
+    async def row(kind: Fault) -> BatchReport:
+        late = kind is Fault.LATE_CREATE
+        return await _run(
+            target,
+            row_records,
+            n=KIND_ITEMS,
+            rate=0.0 if late else 0.3,
+            kinds=(kind,),
+            label=kind.value,
+            late_rate=0.3 if late else 0.0,
+            late_hold=LATE_HOLD,
+            seed=sum(map(ord, kind.value)),
+        )
+
+    reports = await asyncio.gather(*(row(kind) for kind in [*ALL_KINDS, Fault.LATE_CREATE]))
     for report in reports:
         assert report.faults_injected > 0, report.row()
         assert report.errors == [], (report.fault, report.errors[:5])
@@ -312,8 +287,6 @@ async def test_a_create_later_than_the_window_is_the_stated_bound(
     most one per late create, and no item is lost. (LangGraph: 0, the thread id is ours.)"""
     from prefect_agent_runs.backends import create
 
-    # the window is module-wide: no batch started at once may still be running
-    await asyncio.gather(*STARTED, return_exceptions=True)
     monkeypatch.setattr(create, "LOOKUP_WINDOW_SECONDS", 0.2)
     target = _target(backend, request)
     report = await _run(
