@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -53,7 +54,7 @@ from prefect_agent_runs.testing import (
     ProjectThreadsEmulator,
     WorkflowRunsEmulator,
 )
-from prefect_agent_runs.testing._process import run
+from prefect_agent_runs.testing._process import end_group, spawn
 from prefect_agent_runs.testing._serve import ServedApp
 
 KEY_RANDOM = "5e1f0c8a7b3d4e29a6c1f7d2"
@@ -380,33 +381,40 @@ def _cli(scan: Scan, url: str, tmp_path: Path) -> int:
                            "--api-key-env", "CANARY_KEY_ENV"], items_for("workflow_runs")),
         ("project_threads", ["--block", "canary-project-threads"], items_for("project_threads")),
     ]  # fmt: skip
-    for backend, args, items in runs:
-        home = tmp_path / f"cli-home-{backend}"
-        home.mkdir()
-        source = tmp_path / f"items-{backend}.jsonl"
-        source.write_text("".join(json.dumps(item) + "\n" for item in items))
-        out = tmp_path / f"results-{backend}.jsonl"
-        env = {
-            **os.environ,
-            "CANARY_KEY_ENV": CANARY_KEY,
-            "PREFECT_API_URL": str(PREFECT_API_URL.value()),
-            "PREFECT_HOME": str(home),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PYTHONPATH": os.pathsep.join(sys.path),
-        }
-        code = "import sys; from prefect_agent_runs.cli import main; sys.exit(main())"
-        done = run(
-            [sys.executable, "-c", code, "run", str(source), *args, "--assistant", "a",
-             "--out", str(out), "--timeout", "5", "-v"],
-            env=env, capture_output=True, timeout=180, check=False,
-        )  # fmt: skip
-        n += 1
-        scan.text(f"cli {backend} stdout", done.stdout)
-        scan.text(f"cli {backend} stderr", done.stderr)
-        assert done.returncode == 1, (backend, done.returncode, done.stderr[-3000:])
-        assert out.exists(), backend
-        scan.text(f"cli {backend} results file", out.read_bytes())
-        scan.tree(home)
+    started: list[tuple[str, Path, Path, subprocess.Popen[bytes]]] = []
+    try:
+        # the three commands at once (each a Python and Prefect start of its own)
+        for backend, args, items in runs:
+            home = tmp_path / f"cli-home-{backend}"
+            home.mkdir()
+            source = tmp_path / f"items-{backend}.jsonl"
+            source.write_text("".join(json.dumps(item) + "\n" for item in items))
+            out = tmp_path / f"results-{backend}.jsonl"
+            env = {
+                **os.environ,
+                "CANARY_KEY_ENV": CANARY_KEY,
+                "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+                "PREFECT_HOME": str(home),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PYTHONPATH": os.pathsep.join(sys.path),
+            }
+            code = "import sys; from prefect_agent_runs.cli import main; sys.exit(main())"
+            command = [sys.executable, "-c", code, "run", str(source), *args, "--assistant", "a",
+                       "--out", str(out), "--timeout", "5", "-v"]  # fmt: skip
+            process = spawn(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            started.append((backend, home, out, process))
+        for backend, home, out, process in started:
+            stdout, stderr = process.communicate(timeout=180)
+            n += 1
+            scan.text(f"cli {backend} stdout", stdout)
+            scan.text(f"cli {backend} stderr", stderr)
+            assert process.returncode == 1, (backend, process.returncode, stderr[-3000:])
+            assert out.exists(), backend
+            scan.text(f"cli {backend} results file", out.read_bytes())
+            scan.tree(home)
+    finally:
+        for *_, process in started:
+            end_group(process, grace=0)
     return n
 
 
