@@ -18,6 +18,7 @@ Never timed: the wall time is printed (``-s``) and written in docs/reliability.m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
@@ -37,6 +38,7 @@ from prefect.client.orchestration import get_client
 
 from prefect_agent_runs import AssistantsCredentials, RunOutcome, RunStatus
 from prefect_agent_runs.flows import run_batch
+from prefect_agent_runs.testing._process import end_group, spawn
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -73,7 +75,7 @@ class _LoadServer:
             "poll_after_ms": 50,
         }
         with self.log.open("wb") as err:
-            self.proc = subprocess.Popen(
+            self.proc = spawn(
                 [sys.executable, script("load_server.py"), json.dumps(config)],
                 env=child_env(),
                 stdin=subprocess.PIPE,
@@ -104,12 +106,10 @@ class _LoadServer:
 
     def close(self) -> None:
         if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        try:
+            self.proc.stdin.close()  # the load server exits at the end of its input
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
+        end_group(self.proc, grace=0)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 

@@ -103,3 +103,21 @@ async def test_runs_past_timeout_seconds_time_out_and_only_they(
             assert run["status"] == "completed"
     assert len(result.failed) == len(never)
     assert state.message == f"{N - len(never)} completed, {len(never)} timed_out"
+
+
+def test_sync_run_batch_reads_the_injected_clock_too(
+    clocked: tuple[AssistantsEmulator, FakeClock],
+) -> None:
+    """The sync flow runs its body in an event loop of its own: the clock goes along."""
+    emu, clock = clocked
+    batch_key = new_batch_key("timeout-sync")
+    credentials = AssistantsCredentials(base_url=emu.base_url, api_key="sk-test-key")
+    started = clock()
+    result = run_batch(credentials, items(), batch_key=batch_key, timeout_seconds=TIMEOUT)
+    assert clock() - started >= TIMEOUT
+    never = {f"item-{i}" for i in range(0, N, NEVER_EVERY)}
+    assert {o.key for o in result.outcomes if o.status is RunStatus.TIMED_OUT} == never
+    assert {
+        k for k, r in remote_runs(emu, batch_key).items() if r["status"] == "cancelled"
+    } == never
+    assert len(result.completed) == N - len(never)
