@@ -342,7 +342,10 @@ def _drain_prefect_workers(timeout: float = 5.0) -> None:
     for worker in (APILogWorker, EventsWorker):
         try:
             result = worker.drain_all(timeout=timeout)
-        except Exception:  # a worker that never started, or one shutting down
+        except Exception as exc:  # a worker that never started, or one shutting down
+            logging.getLogger("prefect_agent_runs.cli").debug(
+                "could not drain %s: %s", worker.__name__, exc
+            )
             continue
         if inspect.iscoroutine(result):  # called inside an event loop: cannot wait here
             result.close()
