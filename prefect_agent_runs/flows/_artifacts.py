@@ -97,6 +97,7 @@ class ProgressReporter:
         self._shown = -1
         self._artifact_id: UUID | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
         self._client: PrefectClient | None = None
         self._owns_client = False
 
@@ -157,17 +158,29 @@ class ProgressReporter:
 
     async def _loop(self) -> None:
         last = time.monotonic()
-        while True:
-            await asyncio.sleep(max(0.0, self.interval_seconds - (time.monotonic() - last)))
+        while not self._stop.is_set():
+            wait = max(0.0, self.interval_seconds - (time.monotonic() - last))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=wait)
+            if self._stop.is_set():
+                return
             last = time.monotonic()
             await self._publish()
 
     async def close(self) -> None:
-        """Stop the updater and publish the final count."""
+        """Stop the updater and publish the final count.
+
+        An update in flight is let finish, not cancelled: a cancelled request may still
+        reach the server after the final one, and the artifact would stay at, say, 80 %.
+        """
         if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._loop_task
+            self._stop.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._loop_task), timeout=30)
+            except BaseException:
+                self._loop_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._loop_task
             self._loop_task = None
         try:
             await asyncio.shield(self._publish())
