@@ -12,12 +12,16 @@ from prefect_agent_runs.testing.prefect_server import PrefectServer
 SCRIPTS = Path(__file__).parent / "scripts"
 
 
-def start_batch(server: PrefectServer, *args: str) -> subprocess.Popen[str]:
+def start_batch(
+    server: PrefectServer, *args: str, barrier: str | None = None
+) -> subprocess.Popen[str]:
     """``scripts/batch.py ARGS`` in a child process talking to ``server``, in a process
-    group of its own (:func:`finish` reads its output and ends the group)."""
+    group of its own (:func:`finish` reads its output and ends the group). ``barrier``
+    (``DIR:N``): the batch starts once N such processes are ready."""
+    extra = {"BATCH_BARRIER": barrier} if barrier else {}
     return spawn(
         [sys.executable, str(SCRIPTS / "batch.py"), *args],
-        env=server.env(PREFECT_LOGGING_LEVEL="WARNING"),
+        env=server.env(PREFECT_LOGGING_LEVEL="WARNING", **extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

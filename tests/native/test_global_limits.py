@@ -8,6 +8,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,11 +67,15 @@ def create_limit(server: PrefectServer, name: str, limit: int) -> None:
     )
 
 
-def run_two(server: PrefectServer, emulator: AssistantsEmulator, *extra: str) -> list[str]:
-    """Two flow runs of 12 items each, at the same time, with the given limit args."""
+def run_two(
+    server: PrefectServer, emulator: AssistantsEmulator, barrier: Path, *extra: str
+) -> list[str]:
+    """Two flow runs of 12 items each, at the same time (a barrier after their Python
+    and Prefect start), with the given limit args."""
     keys = [f"limits-{uuid.uuid4().hex[:8]}" for _ in range(2)]
     processes = [
-        start_batch(server, emulator.base_url, key, "12", "0", "3", *extra) for key in keys
+        start_batch(server, emulator.base_url, key, "12", "0", "3", *extra, barrier=f"{barrier}:2")
+        for key in keys
     ]
     for process in processes:
         output = finish(process)
@@ -91,13 +96,13 @@ def overlapped(emulator: AssistantsEmulator, keys: list[str]) -> bool:
 
 
 def test_two_flow_runs_share_one_global_concurrency_limit(
-    prefect_server: PrefectServer, counted: tuple[AssistantsEmulator, InFlight]
+    prefect_server: PrefectServer, counted: tuple[AssistantsEmulator, InFlight], tmp_path: Path
 ) -> None:
     emulator, counter = counted
     name = f"assistants-api-{uuid.uuid4().hex[:6]}"
     create_limit(prefect_server, name, 3)
 
-    keys = run_two(prefect_server, emulator, name)
+    keys = run_two(prefect_server, emulator, tmp_path, name)
 
     assert overlapped(emulator, keys)
     assert counter.total >= 2 * 12 * 2  # creates, polls and reads of both flow runs
@@ -106,10 +111,10 @@ def test_two_flow_runs_share_one_global_concurrency_limit(
 
 
 def test_without_the_limit_the_same_two_flow_runs_go_past_it(
-    prefect_server: PrefectServer, counted: tuple[AssistantsEmulator, InFlight]
+    prefect_server: PrefectServer, counted: tuple[AssistantsEmulator, InFlight], tmp_path: Path
 ) -> None:
     emulator, counter = counted
-    keys = run_two(prefect_server, emulator)
+    keys = run_two(prefect_server, emulator, tmp_path)
     assert overlapped(emulator, keys)
     assert counter.peak > 3, counter.peak
 

@@ -3,15 +3,33 @@
 Usage: batch.py BASE_URL BATCH_KEY ITEMS FAIL_EVERY [SLOW_SECONDS] [LIMIT_NAME]
 Items whose index is a multiple of FAIL_EVERY fail at once; the others complete after
 SLOW_SECONDS. LIMIT_NAME names a global concurrency limit for the credentials block.
+With BATCH_BARRIER=DIR:N in the environment it starts its batch only once N processes have
+reached this point (so two batches overlap, whatever their Python and Prefect start cost).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
+from pathlib import Path
 
 from prefect_agent_runs import AssistantsCredentials, RunRequest
 from prefect_agent_runs.flows import run_batch
+
+
+def barrier() -> None:
+    spec = os.environ.get("BATCH_BARRIER")
+    if not spec:
+        return
+    folder, n = spec.rsplit(":", 1)
+    Path(folder, str(os.getpid())).touch()
+    deadline = time.monotonic() + 120
+    while len(list(Path(folder).iterdir())) < int(n):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"barrier {folder}: the other batch processes never came")
+        time.sleep(0.05)
 
 
 def main() -> None:
@@ -37,6 +55,7 @@ def main() -> None:
                 metadata={"emulator": json.dumps(script)},
             )
         )
+    barrier()
     result = run_batch(credentials, requests, batch_key=batch_key, max_concurrency=32)
     errors = sorted({o.error for o in result.failed if o.error})
     print(json.dumps({"counts": dict(result.counts), "errors": errors}))
