@@ -304,8 +304,10 @@ def test_sigkill_and_resume_langgraph(
         count=langgraph_count(url),
         active=lambda key: sum(t["status"] == "busy" for t in _langgraph_threads(url, key)),
         progress=lambda key: len(_langgraph_threads(url, key)),
-        # one create at a time: a create is (almost) always in flight during creation
-        creation={"n": 30, "sleep": 0.0, "max_concurrency": 1, "kill_window": 0.6},
+        # one create at a time: a create is (almost) always in flight during creation; 90
+        # of them, so that the 0.6 s window ends mid-creation on a quiet machine too (30
+        # were all made within it in 3 of 5 batches in a quiet CI: ~15 ms per create)
+        creation={"n": 90, "sleep": 0.0, "max_concurrency": 1, "kill_window": 0.6},
         waiting={"n": 6, "sleep": 8.0, "max_concurrency": 6, "kill_window": 3.0},
     )
     started = time.monotonic()
