@@ -102,9 +102,11 @@ def test_two_flow_runs_share_one_global_concurrency_limit(
     name = f"assistants-api-{uuid.uuid4().hex[:6]}"
     create_limit(prefect_server, name, 3)
 
-    keys = run_two(prefect_server, emulator, tmp_path, name)
+    run_two(prefect_server, emulator, tmp_path, name)  # asserts each batch completed
 
-    assert overlapped(emulator, keys)
+    # The two flow runs run at once (the barrier), but their remote runs need not overlap:
+    # Prefect's limit may serve one flow run's requests while the other backs off (a clean
+    # CI saw that once in three). Without the limit they do overlap (the test below).
     assert counter.total >= 2 * 12 * 2  # creates, polls and reads of both flow runs
     assert counter.peak <= 3, counter.peak
     assert counter.peak == 3  # the limit was reached: both flow runs were queuing for it
