@@ -17,7 +17,13 @@ workers over an iterator (sync or async) of requests, never one coroutine per it
   ``max_poll_interval_seconds``), so an end is seen within ~50 ms while a batch is busy and
   a batch of hour-long runs costs a few hundred sweeps an hour, whatever N. Otherwise
   ``max_concurrency`` watchers wait for one run each (``wait_for_run``: push where the
-  backend has it, else polling), first come first served.
+  backend has it, else polling), first come first served;
+* watching on create: a backend with the capability ``"watch_on_create"``
+  (:data:`WATCH_ON_CREATE`) creates a run with a request that stays open and reports the
+  run's end (:class:`CreateWatcher`, e.g. the Assistants create with ``stream: true``). The
+  create worker then holds its ``max_concurrency`` slot until the run ends (the stream is a
+  request in flight), ``on_created`` still fires as soon as the run exists, and no watcher
+  polls it.
 
 Each item is reported the moment it ends (``on_outcome``), so a Prefect flow spends O(1)
 task runs on a whole batch. A failed item never stops the others; it becomes a
@@ -60,8 +66,10 @@ __all__ = [
     "BULK_WATCH",
     "DEFAULT",
     "QUEUES_RUNS",
+    "WATCH_ON_CREATE",
     "BatchClient",
     "BulkWatcher",
+    "CreateWatcher",
     "default_max_active_runs",
     "run_items",
     "watch_runs",
@@ -92,6 +100,11 @@ SWEEP_QUIET_SHARE = 0.05
 QUEUES_RUNS = "queues_runs"
 """The capability of a backend whose server queues every run it accepts (LangGraph): a batch
 lets the server hold all of its runs, bounding only the requests (``max_active_runs=None``)."""
+
+
+WATCH_ON_CREATE = "watch_on_create"
+"""The capability of a backend that implements :class:`CreateWatcher` (``create_and_wait``):
+its create request stays open and reports the run's end (a create-time event stream)."""
 
 
 def default_max_active_runs(capabilities: Collection[str]) -> int | None:
@@ -158,6 +171,41 @@ class BulkWatcher(Protocol):
             The runs whose state the server reported (at least every one that ended; runs
             left out are taken as unchanged). May take up to a backend-chosen time (a
             long poll), never longer than the policy's poll interval cap.
+        """
+        ...
+
+
+@runtime_checkable
+class CreateWatcher(Protocol):
+    """A backend whose create can watch its run to the end (capability ``"watch_on_create"``).
+
+    The Assistants API, for example, streams a run's events in the answer to its create
+    (``stream: true``): the end of the run and the messages it wrote arrive on the one
+    request, with no polls and no messages list.
+    """
+
+    async def create_and_wait(
+        self,
+        request: RunRequest,
+        *,
+        policy: PollPolicy | None = None,
+        on_created: Callable[[Run], Awaitable[None] | None] | None = None,
+        on_change: Callable[[Run], Any] | None = None,
+        capture_result: bool = True,
+    ) -> Run:
+        """Create the run (duplicate-safe, as ``create_run``) and wait until it is terminal.
+
+        Args:
+            request: What to start.
+            policy: The wait policy (``timeout_seconds`` counts from when the run exists;
+                the remote run is cancelled on timeout and when this coroutine is cancelled).
+            on_created: Called with the run as soon as it exists, before the wait.
+            on_change: Called with the run on each status change.
+            capture_result: Keep what the run wrote (when the create's answer carried it)
+                for the next ``get_result(run)``.
+
+        Returns:
+            The run in its terminal state.
         """
         ...
 
@@ -243,6 +291,9 @@ class _Engine:
         self.active = asyncio.Semaphore(max_active_runs) if max_active_runs else None
         capabilities: frozenset[str] = getattr(client, "capabilities", frozenset())
         self.bulk = wait and BULK_WATCH in capabilities and isinstance(client, BulkWatcher)
+        self.watch_on_create = (
+            wait and WATCH_ON_CREATE in capabilities and isinstance(client, CreateWatcher)
+        )
         self.outcomes: list[RunOutcome] = []
         self.seen: set[str] = set()
         self.pull_lock = asyncio.Lock()
@@ -337,18 +388,44 @@ class _Engine:
                     logger.debug(
                         "%s: item %s: re-attached to %s", self.backend, key, run.describe()
                     )
+            if run is None and self.watch_on_create:
+                outcome.attempts += 1
+                await _call(self.on_creating, key, request)
+                await self._create_and_wait(item)
+                return True
             if run is None:
                 outcome.attempts += 1
                 await _call(self.on_creating, key, request)
                 async with self.slots:
                     run = await self.client.create_run(request)
-            outcome.run = run
-            item.since = self.clock()
-            await _call(self.on_created, key, run)
+            await self._created(item, run)
         except Exception as exc:
             _record_error(outcome, exc, self.backend)
             return False
         return True
+
+    async def _created(self, item: _Item, run: Run) -> None:
+        item.outcome.run = run
+        item.since = self.clock()
+        await _call(self.on_created, item.outcome.key, run)
+
+    async def _create_and_wait(self, item: _Item) -> None:
+        """Create the item's run and wait for its end on the create's own request."""
+        watcher = self.client
+        assert isinstance(watcher, CreateWatcher)
+        key = item.outcome.key
+
+        async def created(run: Run) -> None:
+            await self._created(item, run)
+
+        async with self.slots:  # the create's request stays open until the run ends
+            item.outcome.run = await watcher.create_and_wait(
+                item.request,
+                policy=self.policy,
+                on_created=created,
+                on_change=lambda r: self._changed(key, r),
+                capture_result=self.collect_results,
+            )
 
     def _changed(self, key: str, run: Run) -> None:
         if self.on_change is not None:
@@ -542,7 +619,8 @@ async def run_items(
             item's run exists).
         max_concurrency: Requests the engine sends at once (finds, creates, reads,
             results), and runs watched one by one at once when the backend has no
-            ``"bulk_watch"``.
+            ``"bulk_watch"`` (with ``"watch_on_create"``: runs watched through their
+            create's open request).
         max_active_runs: Remote runs alive at once; None: no bound (the platform queues
             them); :data:`DEFAULT`: the backend's (:func:`default_max_active_runs`).
         collect_results: Read what each completed run wrote to its thread.

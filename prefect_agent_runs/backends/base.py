@@ -25,11 +25,12 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
+from prefect_agent_runs import timing
 from prefect_agent_runs.backends.create import create_reconciled
 from prefect_agent_runs.backends.paging import Page, PageRequest, paged
 from prefect_agent_runs.backends.paths import path_segment, require_id
 from prefect_agent_runs.backends.sse import RunEvent
-from prefect_agent_runs.batch import BULK_WATCH, QUEUES_RUNS
+from prefect_agent_runs.batch import BULK_WATCH, QUEUES_RUNS, WATCH_ON_CREATE
 from prefect_agent_runs.errors import BadRequest, NotSupported, ServerError, ValidationError
 from prefect_agent_runs.http import ErrorParser, RetryMode, Transport, parse_error_body
 from prefect_agent_runs.models import (
@@ -87,6 +88,9 @@ class Capability:
     """``watch_many``: one request reports on many runs (the batch engine's sweeper)."""
     QUEUES_RUNS = QUEUES_RUNS
     """The server queues every run it accepts: batches leave ``max_active_runs`` unbounded."""
+    WATCH_ON_CREATE = WATCH_ON_CREATE
+    """``create_and_wait``: the create's own request reports the run's end (a batch watches
+    each run on it, with no polls)."""
 
 
 @runtime_checkable
@@ -348,14 +352,33 @@ class BaseRunsClient:
         *,
         policy: PollPolicy,
         on_change: Callable[[Run], Any] | None,
+        sleep: Callable[[Sleep], Sleep] | None = None,
+        before_cancel: Callable[[], Awaitable[Any]] | None = None,
     ) -> Run:
+        """Run the wait engine with ``step``; cancel the remote run on timeout / cancellation.
+
+        Args:
+            step: One observation.
+            run: The run as last seen.
+            policy: Deadline and intervals.
+            on_change: Called on each status change.
+            sleep: Wraps the sleep between observations (e.g. to wake early when a stream
+                reports the end).
+            before_cancel: Awaited before the remote run is cancelled (e.g. close the
+                stream that holds a connection).
+        """
         kwargs: dict[str, Any] = {}
         if self._clock is not None:
             kwargs["clock"] = self._clock
-        if self._sleep is not None:
+        base_sleep: Sleep = self._sleep or timing.sleep
+        if sleep is not None:
+            kwargs["sleep"] = sleep(base_sleep)
+        elif self._sleep is not None:
             kwargs["sleep"] = self._sleep
 
         async def cancel() -> Run:
+            if before_cancel is not None:
+                await before_cancel()
             return await self.cancel_run(run.id, thread_id=run.thread_id)
 
         return await wait_for_terminal(

@@ -13,10 +13,11 @@ created or adopted that is not terminal, and looks up runs whose create was in f
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Literal, cast
 
@@ -28,7 +29,7 @@ from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
 
 from prefect_agent_runs.backends.base import batch_tags
-from prefect_agent_runs.batch import DEFAULT, BatchClient, run_items
+from prefect_agent_runs.batch import DEFAULT, WATCH_ON_CREATE, BatchClient, run_items
 from prefect_agent_runs.blocks.credentials import AgentRunsCredentials
 from prefect_agent_runs.errors import AgentRunsError, ValidationError
 from prefect_agent_runs.flows._artifacts import (
@@ -125,6 +126,8 @@ class _TrackingClient:
         self.created: set[str] = set()
         if hasattr(client, "watch_many"):
             self.watch_many = client.watch_many
+        if WATCH_ON_CREATE in self.capabilities:
+            self.create_and_wait = self._create_and_wait
 
     async def create_run(self, request: RunRequest) -> Run:
         key = str(request.key)
@@ -138,6 +141,29 @@ class _TrackingClient:
         self.creating.pop(key, None)
         self.created.add(key)
         return run
+
+    async def _create_and_wait(
+        self, request: RunRequest, *, on_created: Callable[[Run], Any] | None = None, **kwargs: Any
+    ) -> Run:
+        key = str(request.key)
+        self.creating[key] = request
+
+        async def created(run: Run) -> None:
+            self.creating.pop(key, None)
+            self.created.add(key)
+            if on_created is not None:
+                answer = on_created(run)
+                if inspect.isawaitable(answer):
+                    await answer
+
+        try:
+            return cast(
+                Run, await self.inner.create_and_wait(request, on_created=created, **kwargs)
+            )
+        except Exception:
+            if key not in self.created:
+                self.creating.pop(key, None)  # refused: nothing was created
+            raise
 
     async def find_run(self, request: RunRequest) -> Run | None:
         return cast("Run | None", await self.inner.find_run(request))

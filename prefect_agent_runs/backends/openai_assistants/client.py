@@ -17,6 +17,7 @@ again, and a 400 "already has an active run run_X" adopts run_X when it carries 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -26,7 +27,7 @@ from prefect_agent_runs.backends.base import (
     RunEvent,
     ToolHandler,
 )
-from prefect_agent_runs.backends.create import CREATE_ID_KEY
+from prefect_agent_runs.backends.create import CREATE_ID_KEY, create_reconciled
 from prefect_agent_runs.backends.openai_assistants.core import (
     DEFAULT_BASE_URL,
     POLL_AFTER_HEADER,
@@ -39,6 +40,7 @@ from prefect_agent_runs.backends.openai_assistants.payloads import (
     active_run_id,
     message_text,
 )
+from prefect_agent_runs.backends.openai_assistants.watch import CreateStream
 from prefect_agent_runs.backends.openai_assistants.wire import (
     _call_handler,
     _expires_text,
@@ -76,6 +78,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger("prefect_agent_runs.backends.openai_assistants")
+
+MAX_CAPTURED_RESULTS = 10_000
+"""Most runs whose streamed messages are kept for ``get_result`` (the oldest go first; a
+batch collects each run's result as it ends, so it holds a handful)."""
 
 
 class AssistantsClient(AssistantsCore):
@@ -328,6 +334,94 @@ class AssistantsClient(AssistantsCore):
             self._poll_step(current, tool_handler), current, policy=wait_policy, on_change=on_change
         )
 
+    # -- create and watch on the create's stream (the batch path) --------------------------
+
+    async def create_and_wait(
+        self,
+        request: RunRequest,
+        *,
+        policy: PollPolicy | None = None,
+        on_created: Callable[[Run], Any] | None = None,
+        on_change: Callable[[Run], Any] | None = None,
+        capture_result: bool = True,
+        tool_handler: ToolHandler | None = None,
+    ) -> Run:
+        """Create a run with ``stream: true`` and wait for its end on that stream.
+
+        Two requests per run: the thread (when the request has none) and the streamed run
+        create, whose events carry the run's end and the messages it wrote. Duplicate-safe
+        like :meth:`create_run`: a failure before ``thread.run.created`` arrived (timeout,
+        5xx, dropped connection) is reconciled by looking the thread's runs up for this
+        create's marker before anything is resent, and a 400 "already has an active run"
+        adopts our run. A stream that stops after the run is known falls back to polling
+        (:meth:`wait_for_run`'s step) and the result to the messages list. Capability
+        ``watch_on_create`` (:class:`~prefect_agent_runs.batch.CreateWatcher`).
+
+        Args:
+            request: What to start.
+            policy: Overrides the client's wait policy (``timeout_seconds`` counts from
+                when the run exists; the remote run is cancelled on timeout, and when this
+                coroutine is cancelled).
+            on_created: Called (sync or async) with the run as soon as it exists.
+            on_change: Called with the run on each status change.
+            capture_result: Keep the messages the stream carried for the next
+                :meth:`get_result` of this run (which then sends no request).
+            tool_handler: Answers ``requires_action`` (as in :meth:`wait_for_run`).
+
+        Returns:
+            The run in its terminal state.
+
+        Raises:
+            RunRequiresAction: The run waits for tool outputs and no ``tool_handler``.
+            RunTimedOut: The deadline passed (the run was cancelled if asked).
+        """
+        thread_id, payload, create_id = await self._prepare_create(request)
+        action = self.create_action(request, thread_id) + " (streamed)"
+        stream = CreateStream(
+            self,
+            self._runs_path(thread_id),
+            payload,
+            action=action,
+            read_timeout=self.transport.request_timeout_seconds,
+        )
+
+        async def send() -> Run:
+            try:
+                return await stream.open()
+            except BadRequest as exc:
+                return await self._adopt_active(exc, thread_id, create_id)
+
+        async def lookup() -> Run | None:
+            return await self._find_created(thread_id, create_id)
+
+        try:
+            run = await create_reconciled(
+                send, lookup, backend=self.backend, action=action, **self._create_kwargs()
+            )
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("%s: created %s (streamed)", self.backend, run.describe())
+            if on_created is not None:
+                answer = on_created(run)
+                if inspect.isawaitable(answer):
+                    await answer
+            poll = self._poll_step(run, tool_handler)
+            streamed = stream.run is not None and stream.run.id == run.id
+            final = await self._wait(
+                stream.step(poll) if streamed else poll,
+                run,
+                policy=self._policy(policy, None, None),
+                on_change=on_change,
+                sleep=stream.sleep if streamed else None,
+                before_cancel=stream.aclose,
+            )
+        finally:
+            await stream.aclose()
+        if capture_result and final.status.is_success and stream.saw_end(final):
+            self._captured[final.id] = stream.messages
+            while len(self._captured) > MAX_CAPTURED_RESULTS:
+                self._captured.popitem(last=False)
+        return final
+
     # -- results ------------------------------------------------------------------------
 
     async def get_result(self, run: Run) -> ThreadResult:
@@ -335,11 +429,15 @@ class AssistantsClient(AssistantsCore):
 
         Reads ``GET /threads/{t}/messages?run_id=<run>&order=asc`` through every page and
         keeps only messages whose ``run_id`` is the run's (some servers ignore the filter).
+        A run that :meth:`create_and_wait` saw end on its stream is answered from the
+        messages the stream carried (no request), once.
         """
         if not run.thread_id:
             raise self._invalid(f"{run.describe()} has no thread to read")
-        page = await self.list_messages(run.thread_id, run_id=run.id, order="asc")
-        messages = [m for m in await page.get_all() if m.get("run_id") == run.id]
+        messages = self._captured.pop(run.id, None)
+        if messages is None:
+            page = await self.list_messages(run.thread_id, run_id=run.id, order="asc")
+            messages = [m for m in await page.get_all() if m.get("run_id") == run.id]
         text: str | None = None
         for message in reversed(messages):
             if message.get("role") == "assistant":

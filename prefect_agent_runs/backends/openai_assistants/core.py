@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -84,7 +85,13 @@ class AssistantsCore(AssistantsPayloads, BaseRunsClient):
     """Transport, mapping, creates, reads and lists of :class:`~.client.AssistantsClient`."""
 
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {Capability.STREAM_EVENTS, Capability.TOOL_OUTPUTS, Capability.CANCEL, Capability.LIST_RUNS}
+        {
+            Capability.STREAM_EVENTS,
+            Capability.TOOL_OUTPUTS,
+            Capability.CANCEL,
+            Capability.LIST_RUNS,
+            Capability.WATCH_ON_CREATE,
+        }
     )
     status_map: ClassVar[Mapping[str, RunStatus]] = STATUS_MAP
 
@@ -135,6 +142,8 @@ class AssistantsCore(AssistantsPayloads, BaseRunsClient):
             error_hook=self._retired_hook,
         )
         super().__init__(transport, policy=policy, clock=clock, sleep=sleep)
+        self._captured: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        """Messages of ended runs that a create's stream carried, until ``get_result``."""
 
     # -- errors and mapping ---------------------------------------------------------------
 
@@ -271,9 +280,31 @@ class AssistantsCore(AssistantsPayloads, BaseRunsClient):
                 message names it).
             NotFound: The thread or assistant does not exist.
         """
+        thread_id, payload, create_id = await self._prepare_create(request)
+
+        async def lookup() -> Run | None:
+            return await self._find_created(thread_id, create_id)
+
+        async def adopt(exc: BadRequest) -> Run:
+            return await self._adopt_active(exc, thread_id, create_id)
+
+        return await self.create_reconciled_run(
+            self._runs_path(thread_id),
+            payload,
+            action=self.create_action(request, thread_id),
+            lookup=lookup,
+            on_bad_request=adopt,
+        )
+
+    async def _prepare_create(self, request: RunRequest) -> tuple[str, dict[str, Any], str]:
+        """Check the request, create its bare thread if it has none: (thread, body, marker).
+
+        Everything is checked before the thread is created (nothing is sent for bad input).
+        """
         create_id = new_create_id()
         new_thread = request.thread_id is None
         payload = self.run_payload(request, create_id=create_id, include_messages=True)
+        self.check_json_metadata(payload.get("metadata"))
         if new_thread:
             if not payload.get("additional_messages"):
                 raise self._invalid(
@@ -287,20 +318,14 @@ class AssistantsCore(AssistantsPayloads, BaseRunsClient):
             thread_id = str(thread["id"])
         else:
             thread_id = self._check_id(request.thread_id, "thread_id")
+        return thread_id, payload, create_id
 
-        async def lookup() -> Run | None:
-            return await self._find_on_thread(thread_id, {CREATE_ID_KEY: create_id}, limit=20)
+    def _runs_path(self, thread_id: str) -> str:
+        return f"/threads/{self.segment(thread_id, 'thread_id')}/runs"
 
-        async def adopt(exc: BadRequest) -> Run:
-            return await self._adopt_active(exc, thread_id, create_id)
-
-        return await self.create_reconciled_run(
-            f"/threads/{self.segment(thread_id, 'thread_id')}/runs",
-            payload,
-            action=self.create_action(request, thread_id),
-            lookup=lookup,
-            on_bad_request=adopt,
-        )
+    async def _find_created(self, thread_id: str, create_id: str) -> Run | None:
+        """The run a create with marker ``create_id`` started on the thread, if any."""
+        return await self._find_on_thread(thread_id, {CREATE_ID_KEY: create_id}, limit=20)
 
     async def _adopt_active(self, exc: BadRequest, thread_id: str, create_id: str) -> Run:
         """Adopt the active run a 400 names when it is ours; else re-raise with a hint."""
