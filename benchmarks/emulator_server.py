@@ -67,7 +67,10 @@ def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    emu = AssistantsEmulator(port=args.port, poll_after_ms=None, run_seconds=1.0)
+    # streamed runs take their scripted time, as polled ones do (no compression)
+    emu = AssistantsEmulator(
+        port=args.port, poll_after_ms=None, run_seconds=1.0, compress_streams=False
+    )
     emu.start()
     counter = _RequestCounter(emu)
     print(f"ready {emu.base_url}", flush=True)

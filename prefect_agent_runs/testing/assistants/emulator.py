@@ -30,6 +30,7 @@ import asyncio
 import copy
 import json
 import logging
+import random
 import secrets
 import threading
 import time
@@ -43,6 +44,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from prefect_agent_runs.testing._faults import FaultInjection, Faults
 from prefect_agent_runs.testing.assistants.handlers import EmulatorHandlers
+from prefect_agent_runs.testing.assistants.lifecycle import quiet_stream_drops
 from prefect_agent_runs.testing.assistants.records import (
     _FAULT_MESSAGES,
     _PREFIXES,
@@ -53,6 +55,7 @@ from prefect_agent_runs.testing.assistants.records import (
     RecordedRequest,
     _Call,
     _Run,
+    _StreamDrops,
     _strip_prefix,
     _Thread,
 )
@@ -88,6 +91,10 @@ class AssistantsEmulator(FaultInjection, EmulatorHandlers):
             ``api-key: <key>``; otherwise any (or no) credentials are accepted.
         retired: Answer 404 on every assistants/threads path, as api.openai.com does since
             the Assistants API was shut down on 2026-08-26.
+        compress_streams: A streamed run (``stream: true``) waits at most
+            ``run_seconds`` of real time for each of its transitions, then jumps to it
+            (tests of long runs stream fast). False: streams take the scripted time, as
+            polls see it (benchmarks).
         clock: Monotonic clock driving run lifecycles (e.g. a :class:`FakeClock`).
         wall_clock: Wall clock for ``created_at`` and other timestamps.
         model: Model reported on runs that name none.
@@ -108,6 +115,7 @@ class AssistantsEmulator(FaultInjection, EmulatorHandlers):
         poll_after_ms: int | None = 100,
         api_key: str | None = None,
         retired: bool = False,
+        compress_streams: bool = True,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         model: str = "gpt-4o",
@@ -125,6 +133,7 @@ class AssistantsEmulator(FaultInjection, EmulatorHandlers):
         self.poll_after_ms = poll_after_ms
         self.api_key = api_key
         self.retired = retired
+        self.compress_streams = compress_streams
         self.clock = clock
         self.wall_clock = wall_clock
         self.model = model
@@ -132,6 +141,7 @@ class AssistantsEmulator(FaultInjection, EmulatorHandlers):
         """Every request received, in order (see :class:`RecordedRequest`)."""
         self._lock = threading.RLock()
         self._faults: Faults | None = None
+        self._stream_drops: _StreamDrops | None = None
         self._threads: dict[str, _Thread] = {}
         self._runs: dict[str, _Run] = {}
         self._assistants: dict[str, dict[str, Any]] = {}
@@ -157,6 +167,31 @@ class AssistantsEmulator(FaultInjection, EmulatorHandlers):
             self._runs.clear()
             self._assistants.clear()
             self._faults = None
+            self._stream_drops = None
+
+    def drop_streams(
+        self, rate: float = 1.0, *, after_event: str = "thread.run.created", seed: int = 0
+    ) -> None:
+        """Cut off a share of SSE answers (the connection drops) right after one event.
+
+        A dropped stream's run goes on; only its answer stops (no ``done``), as when a
+        proxy or the network drops a long-lived connection. :meth:`clear_faults` ends it.
+
+        Args:
+            rate: Probability (0..1) that a stream is cut when it sends ``after_event``.
+            after_event: The event after which the stream is cut (e.g.
+                ``"thread.run.created"``: the run exists, nothing more arrives).
+            seed: Seed of the random choice.
+        """
+        logging.getLogger("uvicorn.error").addFilter(quiet_stream_drops)
+        with self._lock:
+            self._stream_drops = _StreamDrops(rate, after_event, random.Random(seed))
+
+    def clear_faults(self) -> None:
+        """Stop injecting faults (statuses, delays, dropped streams)."""
+        with self._lock:
+            self._faults = None
+            self._stream_drops = None
 
     def runs(self, thread_id: str | None = None) -> list[dict[str, Any]]:
         """Snapshot of all runs (oldest first), advanced to the current clock.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,11 +27,28 @@ from prefect_agent_runs.testing.assistants.records import (
 from prefect_agent_runs.testing.assistants.state import EmulatorState
 from prefect_agent_runs.testing.assistants.validate import ApiError, check_metadata
 
-__all__ = ["EmulatorLifecycle"]
+__all__ = ["EmulatorLifecycle", "StreamDropped"]
+
+
+class StreamDropped(Exception):
+    """Raised inside an SSE answer to cut its connection (:meth:`drop_streams`)."""
+
+
+def quiet_stream_drops(record: logging.LogRecord) -> bool:
+    """A logging filter: uvicorn's traceback of a stream cut on purpose is left out."""
+    return not (record.exc_info and isinstance(record.exc_info[1], StreamDropped))
 
 
 class EmulatorLifecycle(EmulatorState):
     """Runs: started from a script, advanced lazily to the clock on every request."""
+
+    def _drop_stream_after(self, event: str) -> bool:
+        """True when the stream that just sent ``event`` is to be cut off now."""
+        with self._lock:
+            drops = self._stream_drops
+            if drops is None or event != drops.after_event:
+                return False
+            return drops.rng.random() < drops.rate
 
     def _run_rec(self, thread_id: str, run_id: str) -> _Run:
         self._thread_rec(thread_id)
@@ -334,10 +352,16 @@ class EmulatorLifecycle(EmulatorState):
         first_event: int = 0,
         prefix: list[tuple[str, Any]] | None = None,
     ) -> StreamingResponse:
+        def sent(name: str, data: Any) -> None:
+            record.stream_events.append((name, data))
+            if self._drop_stream_after(name):
+                record.dropped = True
+                raise StreamDropped(f"stream of {run.data['id']} dropped after {name}")
+
         async def events() -> AsyncIterator[str]:
             for name, data in prefix or []:
-                record.stream_events.append((name, data))
                 yield _sse(name, data)
+                sent(name, data)
             index = first_event
             while True:
                 with self._lock:
@@ -348,8 +372,8 @@ class EmulatorLifecycle(EmulatorState):
                     target = self._next_transition(run)
                     now = self._now(run)
                 for name, data in pending:
-                    record.stream_events.append((name, data))
                     yield _sse(name, data)
+                    sent(name, data)
                 if status in TERMINAL_STATUSES or (
                     status == "requires_action" and run.cancel_at is None
                 ):
@@ -358,13 +382,13 @@ class EmulatorLifecycle(EmulatorState):
                     await asyncio.sleep(0.05)
                     continue
                 wait = max(0.0, target - now)
-                real = min(wait, max(self.run_seconds, 0.01))
+                real = min(wait, max(self.run_seconds, 0.01)) if self.compress_streams else wait
                 if real > 0:
                     await asyncio.sleep(real)
                 with self._lock:
                     behind = target - self._now(run)
-                    if behind > 0:  # compress time: jump this run to its next transition
-                        run.skew += behind
+                    if behind > 0 and self.compress_streams:
+                        run.skew += behind  # compress time: jump this run to its next transition
             record.stream_events.append(("done", "[DONE]"))
             yield _sse("done", "[DONE]")
 

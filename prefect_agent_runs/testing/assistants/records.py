@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import secrets
 import threading
 from collections.abc import Awaitable, Callable
@@ -124,6 +125,7 @@ class RecordedRequest:
         response_json: The JSON body answered (``None`` for HTML and SSE answers).
         stream_events: ``(event, data)`` pairs of an SSE answer, as sent.
         fault: The status of an injected fault, if one was injected.
+        dropped: The SSE answer was cut off by :meth:`AssistantsEmulator.drop_streams`.
     """
 
     method: str
@@ -135,11 +137,19 @@ class RecordedRequest:
     response_json: Any = None
     stream_events: list[tuple[str, Any]] = field(default_factory=list)
     fault: int | None = None
+    dropped: bool = False
 
     @property
     def route(self) -> str:
         """The path without the ``/v1`` (or Azure ``/openai``) prefix."""
         return _strip_prefix(self.path)
+
+
+@dataclass
+class _StreamDrops:
+    rate: float
+    after_event: str
+    rng: random.Random
 
 
 @dataclass

@@ -18,6 +18,7 @@ from prefect_agent_runs.testing.assistants.records import (
     _Call,
     _new_id,
     _Run,
+    _StreamDrops,
     _Thread,
 )
 from prefect_agent_runs.testing.assistants.validate import (
@@ -47,6 +48,8 @@ class EmulatorState(ServedApp):
     requests: list[RecordedRequest]
     _lock: threading.RLock
     _faults: Faults | None
+    _stream_drops: _StreamDrops | None
+    compress_streams: bool
     _threads: dict[str, _Thread]
     _runs: dict[str, _Run]
     _assistants: dict[str, dict[str, Any]]
