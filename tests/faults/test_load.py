@@ -291,8 +291,9 @@ async def test_10000_items_256_in_flight_with_5_percent_faults(
     assert flow_run.parameters["requests"]["count"] == N
 
     # -- faults were injected, of every kind, and retried ----------------------------------
-    # ~4 requests per item cross the proxy (thread, run, poll, messages): 5 % is ~2,000
-    assert injected > 0.03 * 3 * N, faults
+    # ~2 requests per item cross the proxy (thread, streamed run create; polls and a
+    # messages list only where a fault cut the stream): 5 % is ~1,000
+    assert injected > 0.03 * 2 * N, faults
     assert set(faults) == {k.value for k in ALL_KINDS}, faults
     assert all(n >= 50 for n in faults.values()), faults
     assert retries.count > injected / 2, (retries.count, injected)
