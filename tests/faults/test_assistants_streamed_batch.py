@@ -207,6 +207,26 @@ async def test_a_create_that_fails_before_its_first_event_is_reconciled(
     check_all_completed(emu, outcomes, n)
 
 
+async def test_a_rate_limited_create_is_sent_again_after_its_retry_after(
+    emu: AssistantsEmulator,
+) -> None:
+    n = 20
+    emu.inject_faults(
+        rate=0.4,
+        statuses=(429,),
+        retry_after=0.05,
+        seed=9,
+        paths=["/threads/*/runs"],
+        methods=["POST"],
+    )
+    outcomes = await batch(emu, requests(n))
+    emu.clear_faults()
+    limited = [r for r in streamed_creates(emu) if r.fault == 429]
+    assert len(limited) >= 4
+    assert len(streamed_creates(emu)) == n + len(limited)  # a 429 made nothing: sent again
+    check_all_completed(emu, outcomes, n)
+
+
 async def test_a_create_whose_answer_times_out_is_found_not_resent(
     emu: AssistantsEmulator,
 ) -> None:

@@ -35,6 +35,10 @@ async def test_run_batch_200_items_on_the_assistants_emulator(
             assert outcome.ok, outcome
             assert outcome.result is not None and outcome.result.text == f"echo: q{i}"
     assert result.counts == {"completed": 180, "failed": 20}
+    # each run: its thread, then its run created with stream: true, whose events carried
+    # the end and the reply (no polls, no messages list)
+    sent = Counter((r.method, r.route.rsplit("/", 1)[-1]) for r in emulator.requests)
+    assert sent == {("POST", "threads"): 200, ("POST", "runs"): 200}, sent
     runs = batch_runs(emulator, batch_key)
     assert len(runs) == 200
     assert Counter(r["metadata"][METADATA_ITEM_KEY] for r in runs).most_common(1)[0][1] == 1

@@ -23,6 +23,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
+from prefect_agent_runs import timing
 from prefect_agent_runs.backends.base import (
     RunEvent,
     ToolHandler,
@@ -51,8 +52,10 @@ from prefect_agent_runs.backends.openai_assistants.wire import (
 from prefect_agent_runs.backends.sse import read_events
 from prefect_agent_runs.backends.steps import hint_seconds
 from prefect_agent_runs.errors import (
+    ApiError,
     BadRequest,
     Conflict,
+    RateLimited,
     RunRequiresAction,
     ServerError,
     TransportError,
@@ -64,6 +67,7 @@ from prefect_agent_runs.models import (
     RunStatus,
     ThreadResult,
 )
+from prefect_agent_runs.transient import Backoff, is_transient, may_have_started
 from prefect_agent_runs.waiting import Observation, PollPolicy
 
 __all__ = [
@@ -385,11 +389,31 @@ class AssistantsClient(AssistantsCore):
             read_timeout=self.transport.request_timeout_seconds,
         )
 
+        retry = self.transport.retry_policy
+        backoff = Backoff(retry.initial_backoff_seconds, retry.max_backoff_seconds)
+
         async def send() -> Run:
-            try:
-                return await stream.open()
-            except BadRequest as exc:
-                return await self._adopt_active(exc, thread_id, create_id)
+            # A stream is not resent by the transport: resend here what provably started
+            # nothing (a connect error, a 408 or 429), as the transport does for a create.
+            attempt = 0
+            while True:
+                try:
+                    return await stream.open()
+                except BadRequest as exc:
+                    return await self._adopt_active(exc, thread_id, create_id)
+                except (TransportError, ApiError) as exc:
+                    if (
+                        may_have_started(exc)
+                        or not is_transient(exc)
+                        or attempt >= retry.max_retries
+                    ):
+                        raise
+                    delay = backoff.delay(attempt)
+                    if isinstance(exc, RateLimited) and exc.retry_after is not None:
+                        delay = min(exc.retry_after, retry.max_retry_after_seconds)
+                    attempt += 1
+                    logger.info("%s (retrying in %.2fs)", exc, delay)
+                    await (self._sleep or timing.sleep)(delay)
 
         async def lookup() -> Run | None:
             return await self._find_created(thread_id, create_id)
