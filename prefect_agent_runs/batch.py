@@ -23,7 +23,9 @@ workers over an iterator (sync or async) of requests, never one coroutine per it
   run's end (:class:`CreateWatcher`, e.g. the Assistants create with ``stream: true``). The
   create worker then holds its ``max_concurrency`` slot until the run ends (the stream is a
   request in flight), ``on_created`` still fires as soon as the run exists, and no watcher
-  polls it.
+  polls it. That is done when the runs alive fit in the requests in flight
+  (``max_active_runs <= max_concurrency``); with more runs alive allowed than requests in
+  flight, creates return at once and the watchers poll, so that ``max_active_runs`` holds.
 
 Each item is reported the moment it ends (``on_outcome``), so a Prefect flow spends O(1)
 task runs on a whole batch. A failed item never stops the others; it becomes a
@@ -291,8 +293,15 @@ class _Engine:
         self.active = asyncio.Semaphore(max_active_runs) if max_active_runs else None
         capabilities: frozenset[str] = getattr(client, "capabilities", frozenset())
         self.bulk = wait and BULK_WATCH in capabilities and isinstance(client, BulkWatcher)
+        # A run watched on its create's request holds one of the max_concurrency slots while
+        # it lives: only when the runs alive fit in them (else max_active_runs would shrink
+        # to max_concurrency), the runs are polled by the watchers instead.
         self.watch_on_create = (
-            wait and WATCH_ON_CREATE in capabilities and isinstance(client, CreateWatcher)
+            wait
+            and WATCH_ON_CREATE in capabilities
+            and isinstance(client, CreateWatcher)
+            and max_active_runs is not None
+            and max_active_runs <= max_concurrency
         )
         self.outcomes: list[RunOutcome] = []
         self.seen: set[str] = set()
@@ -619,8 +628,8 @@ async def run_items(
             item's run exists).
         max_concurrency: Requests the engine sends at once (finds, creates, reads,
             results), and runs watched one by one at once when the backend has no
-            ``"bulk_watch"`` (with ``"watch_on_create"``: runs watched through their
-            create's open request).
+            ``"bulk_watch"`` (with ``"watch_on_create"`` and ``max_active_runs`` at most
+            ``max_concurrency``: each run is watched on its create's open request).
         max_active_runs: Remote runs alive at once; None: no bound (the platform queues
             them); :data:`DEFAULT`: the backend's (:func:`default_max_active_runs`).
         collect_results: Read what each completed run wrote to its thread.

@@ -77,7 +77,12 @@ async def batch(
     async with client(emu, **kwargs.pop("client", {})) as c:
         with anyio.fail_after(GUARD_SECONDS):
             return await run_items(
-                c, items, policy=kwargs.pop("policy", c.policy), max_concurrency=64, **kwargs
+                c,
+                items,
+                policy=kwargs.pop("policy", c.policy),
+                max_concurrency=64,
+                max_active_runs=64,  # the runs alive fit in the requests in flight: streamed
+                **kwargs,
             )
 
 
@@ -137,6 +142,21 @@ async def test_a_streamed_batch_sends_two_requests_per_run(emu: AssistantsEmulat
     creates = streamed_creates(emu)
     assert len(creates) == n
     assert all(r.stream_events[-1][0] == "done" for r in creates)
+
+
+async def test_more_runs_alive_than_requests_in_flight_are_polled(
+    emu: AssistantsEmulator,
+) -> None:
+    """max_active_runs above max_concurrency: streaming would cap the runs alive at
+    max_concurrency, so the creates return at once and the runs are polled."""
+    n = 30
+    async with client(emu) as c:
+        outcomes = await run_items(
+            c, requests(n), policy=c.policy, max_concurrency=4, max_active_runs=30
+        )
+    assert streamed_creates(emu) == []
+    assert sum(1 for r in emu.requests if r.method == "GET" and "/runs/" in r.route) >= n
+    check_all_completed(emu, outcomes, n)
 
 
 async def test_a_run_that_fails_or_asks_for_tools_ends_its_item_as_before(
@@ -277,6 +297,7 @@ async def test_timeout_seconds_on_an_injected_clock_cancels_the_runs_past_it() -
                     items,
                     policy=c.policy.with_overrides(timeout_seconds=timeout),
                     max_concurrency=4,
+                    max_active_runs=4,
                 )
         assert clock() - started >= timeout
         remote = {r["metadata"][ITEM]: r for r in emu.runs()}
@@ -314,6 +335,7 @@ async def test_cancelling_a_streamed_batch_cancels_its_remote_runs(
                 requests(n, script={"outcome": "never"}),
                 policy=c.policy,
                 max_concurrency=8,
+                max_active_runs=8,
                 on_created=on_created,
             )
         )

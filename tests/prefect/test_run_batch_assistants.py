@@ -24,7 +24,11 @@ async def test_run_batch_200_items_on_the_assistants_emulator(
 ) -> None:
     credentials = AssistantsCredentials(base_url=emulator.base_url, api_key="sk-test-key")
     result = await run_batch(
-        credentials, echo_requests(200, fail_every=10), batch_key=batch_key, max_concurrency=32
+        credentials,
+        echo_requests(200, fail_every=10),
+        batch_key=batch_key,
+        max_concurrency=32,
+        max_active_runs=32,
     )
     assert len(result.outcomes) == 200
     for i, outcome in enumerate(result.outcomes):
