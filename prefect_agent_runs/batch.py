@@ -52,6 +52,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+import anyio
+
 from prefect_agent_runs import timing
 from prefect_agent_runs.errors import (
     AgentRunsError,
@@ -241,6 +243,16 @@ def _record_error(outcome: RunOutcome, exc: BaseException, backend: str) -> None
     outcome.error_type = type(exc).__name__
 
 
+async def _join(tasks: Sequence[asyncio.Future[None]]) -> None:
+    """Wait for every task; raise the first one's error. Unlike ``gather``, being cancelled
+    here does not cancel the tasks (the caller cancels each once)."""
+    if not tasks:
+        return
+    await asyncio.wait(tasks)
+    for task in tasks:
+        task.result()
+
+
 @dataclass(eq=False)
 class _Item:
     request: RunRequest
@@ -321,17 +333,22 @@ class _Engine:
         elif self.wait:
             watchers += [asyncio.ensure_future(self._watcher()) for _ in range(self.workers)]
         try:
-            await asyncio.gather(*tasks)
+            await _join(tasks)
             self.creating_done = True
             self.wake.set()
             for _ in range(len(watchers)):
                 self.watch_queue.put_nowait(None)
-            await asyncio.gather(*watchers)
+            await _join(watchers)
         finally:
+            # Each task is cancelled once (a second cancel would cut its cancel of its remote
+            # run short), and waited for shielded: under an anyio cancel scope (Prefect's
+            # cancellation) this await is cancelled again at once, and the client would be
+            # closed under those cancels (each bounded by waiting.CANCEL_GRACE_SECONDS).
             for task in [*tasks, *watchers]:
                 if not task.done():
                     task.cancel()
-            await asyncio.gather(*tasks, *watchers, return_exceptions=True)
+            with anyio.CancelScope(shield=True):
+                await asyncio.gather(*tasks, *watchers, return_exceptions=True)
         return self.outcomes
 
     async def _next(self, source: AsyncIterator[RunRequest]) -> _Item | None:

@@ -281,6 +281,33 @@ async def test_a_mix_of_faults_loses_nothing_and_duplicates_nothing(
     check_all_completed(emu, outcomes, n)
 
 
+async def test_the_seven_network_faults_of_the_proxy_lose_and_duplicate_nothing(
+    emu: AssistantsEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fault proxy's kinds (resets, stalls, cut bodies, gateway errors, 429s, late
+    creates) at 20 % of every request, streams included, in front of a streamed batch."""
+    from _proxy import ALL_KINDS, FaultProxy
+
+    from prefect_agent_runs.backends import create
+
+    monkeypatch.setattr(create, "LOOKUP_WINDOW_SECONDS", 2.5)
+    n = 100
+    with FaultProxy(emu.base_url, stall_seconds=2.5, late_hold_seconds=2.0) as proxy:
+        proxy.set_faults(0.2, ALL_KINDS, late_rate=0.1, seed=21)
+        async with AssistantsClient(
+            proxy.url_for(emu.base_url), api_key="sk-test", request_timeout_seconds=2.0
+        ) as c:
+            with anyio.fail_after(GUARD_SECONDS):
+                outcomes = await run_items(
+                    c, requests(n), policy=c.policy, max_concurrency=32, max_active_runs=32
+                )
+        faults = proxy.counts()
+        assert await asyncio.to_thread(proxy.wait_late_delivered, 10)
+    assert sum(v for k, v in faults.items() if k != "none") >= 40, faults
+    assert streamed_creates(emu), "nothing was streamed"
+    check_all_completed(emu, outcomes, n)
+
+
 async def test_timeout_seconds_on_an_injected_clock_cancels_the_runs_past_it() -> None:
     clock = FakeClock()
     n, timeout = 9, 600.0
@@ -345,4 +372,31 @@ async def test_cancelling_a_streamed_batch_cancels_its_remote_runs(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+    assert [r["status"] for r in emu.runs()] == ["cancelled"] * n
+
+
+async def test_a_cancel_scope_around_a_streamed_batch_cancels_its_remote_runs(
+    emu: AssistantsEmulator,
+) -> None:
+    """Prefect cancels through anyio cancel scopes (re-delivered at every await)."""
+    n = 8
+    created: list[str] = []
+
+    async def on_created(key: str, run: Any) -> None:
+        created.append(key)
+        if len(created) == n:
+            scope.cancel()
+
+    async with client(emu) as c:
+        with anyio.fail_after(30):
+            with anyio.CancelScope() as scope:
+                await run_items(
+                    c,
+                    requests(n, script={"outcome": "never"}),
+                    policy=c.policy,
+                    max_concurrency=8,
+                    max_active_runs=8,
+                    on_created=on_created,
+                )
+    assert scope.cancelled_caught
     assert [r["status"] for r in emu.runs()] == ["cancelled"] * n

@@ -68,7 +68,7 @@ from prefect_agent_runs.models import (
     ThreadResult,
 )
 from prefect_agent_runs.transient import Backoff, is_transient, may_have_started
-from prefect_agent_runs.waiting import Observation, PollPolicy
+from prefect_agent_runs.waiting import Observation, PollPolicy, cancel_quietly
 
 __all__ = [
     "CREATE_ID_KEY",
@@ -424,10 +424,20 @@ class AssistantsClient(AssistantsCore):
             )
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("%s: created %s (streamed)", self.backend, run.describe())
-            if on_created is not None:
-                answer = on_created(run)
-                if inspect.isawaitable(answer):
-                    await answer
+            try:
+                if on_created is not None:
+                    answer = on_created(run)
+                    if inspect.isawaitable(answer):
+                        await answer
+            except BaseException as exc:
+                if not isinstance(exc, Exception):  # cancelled before the wait began
+                    await stream.aclose()
+                    await cancel_quietly(
+                        lambda: self.cancel_run(run.id, thread_id=run.thread_id),
+                        run,
+                        reason=f"{type(exc).__name__} before its wait",
+                    )
+                raise
             poll = self._poll_step(run, tool_handler)
             streamed = stream.run is not None and stream.run.id == run.id
             final = await self._wait(
