@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from prefect.events import emit_event
+from prefect.events.worker import EventsWorker
 
 from prefect_agent_runs import AssistantsCredentials, RunRequest
 from prefect_agent_runs.flows import run_batch
@@ -71,6 +72,7 @@ def main() -> None:
             {"prefect.resource.id": batch_resource_id(batch_key), "prefect.resource.role": "batch"}
         ],
     )
+    EventsWorker.drain_all(timeout=60)  # sent before the JSON line, which must come last
     errors = sorted({o.error for o in result.failed if o.error})
     print(json.dumps({"counts": dict(result.counts), "errors": errors}))
 
