@@ -335,9 +335,7 @@ async def run_batch(probe: Probe, a: argparse.Namespace, extra: dict[str, Any]) 
     bad = [o for o in result.outcomes if o.error]
     for o in bad[:5]:
         probe.error(o.error)
-    extra["prefect_logs"], extra["prefect_task_runs"] = await prefect_counts(
-        state.state_details.flow_run_id
-    )
+    extra["flow_run_id"] = state.state_details.flow_run_id  # counted after the clock stops
 
 
 async def task_per_poll(probe: Probe, a: argparse.Namespace, extra: dict[str, Any]) -> None:
@@ -405,9 +403,7 @@ async def task_per_poll(probe: Probe, a: argparse.Namespace, extra: dict[str, An
 
     state = await pattern(return_state=True)
     await state.result()
-    extra["prefect_logs"], extra["prefect_task_runs"] = await prefect_counts(
-        state.state_details.flow_run_id
-    )
+    extra["flow_run_id"] = state.state_details.flow_run_id  # counted after the clock stops
 
 
 # -- main ---------------------------------------------------------------------------------
@@ -475,8 +471,13 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     requests = probe.requests
     client_cpu = cpu_seconds() - cpu0
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if uses_prefect:
         extra["prefect_server_cpu"] = children_cpu_seconds() - prefect_cpu0
+        # read back after the measurement: the counts wait for Prefect's log shipping
+        extra["prefect_logs"], extra["prefect_task_runs"] = await prefect_counts(
+            extra.pop("flow_run_id")
+        )
     return {
         "contender": a.contender,
         "backend": a.backend,
@@ -484,7 +485,7 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
         "started": started,
         "wall": wall,
         "client_cpu": client_cpu,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb,
         "requests": requests,
         "seen": probe.seen,
         "errors": probe.errors,

@@ -39,7 +39,7 @@ from prefect_agent_runs.flows._artifacts import (
     write_final_artifacts,
 )
 from prefect_agent_runs.flows._ledger import BatchLedger
-from prefect_agent_runs.flows.events import RunEventEmitter
+from prefect_agent_runs.flows.events import EventLevel, RunEventEmitter
 from prefect_agent_runs.flows.progress import notify_progress
 from prefect_agent_runs.models import BatchFailed, BatchResult, FailOn, Run, RunOutcome, RunRequest
 
@@ -198,9 +198,11 @@ class _Job:
         ledger: BatchLedger,
         progress: ProgressReporter,
         logger: Logger,
+        events: RunEventEmitter,
         fresh: bool = False,
     ) -> None:
         self.fresh = fresh
+        self.events = events  # docs: Prefect events
         self.mode = mode
         self.client = client
         self.requests = requests
@@ -214,7 +216,6 @@ class _Job:
         self.logger = logger
         self.active: dict[str, Run] = {}
         self.warnings = 0
-        self.events = RunEventEmitter(client.backend, ledger.batch_key)  # docs: Prefect events
 
     async def on_creating(self, key: str, request: RunRequest) -> None:
         await self.ledger.creating(key)
@@ -358,6 +359,7 @@ async def execute(
     cancel_on_timeout: bool,
     collect_results: bool,
     fail_on: FailOn,
+    events: EventLevel = "failures",
 ) -> tuple[BatchResult, str]:
     """Run a batch: ledger, progress, the engine in one task run, artifacts, fail_on.
 
@@ -368,6 +370,7 @@ async def execute(
         BatchFailed: The batch tripped ``fail_on`` (after the artifacts were written).
         LedgerUnreadable: An earlier attempt's ledger cannot be read.
     """
+    emitter = RunEventEmitter(credentials.backend, batch_key, events)  # checks the level
     logger = _logger()
     started = time.monotonic()
     run_id = flow_run_id()
@@ -420,6 +423,7 @@ async def execute(
             ledger=ledger,
             progress=progress,
             logger=logger,
+            events=emitter,
             fresh=generated_key and not known,
         )
         try:

@@ -42,6 +42,7 @@ from prefect_agent_runs.flows._execute import (
     prepare_requests,
 )
 from prefect_agent_runs.flows._hooks import cancel_remote_runs_hook
+from prefect_agent_runs.flows.events import EventLevel
 from prefect_agent_runs.flows.sources import (
     BatchFlow,
     ItemsSource,
@@ -156,6 +157,7 @@ async def _run_batch_body(
     cancel_on_timeout: bool,
     collect_results: bool,
     fail_on: FailOn,
+    events: EventLevel,
 ) -> "State[BatchResult]":
     check_fail_on(fail_on)
     _check(max_concurrency, max_active_runs, timeout_seconds)
@@ -175,6 +177,7 @@ async def _run_batch_body(
         cancel_on_timeout=cancel_on_timeout,
         collect_results=collect_results,
         fail_on=fail_on,
+        events=events,
     )
     return _state(result, message)
 
@@ -190,6 +193,7 @@ async def arun_batch(
     cancel_on_timeout: bool = True,
     collect_results: bool = True,
     fail_on: Literal["never", "any"] | float = "never",
+    events: EventLevel = "failures",
 ) -> BatchResult:
     """Start, watch and collect many remote runs; resume by ``batch_key`` (async flow).
 
@@ -210,6 +214,9 @@ async def arun_batch(
         collect_results: Read what each completed run wrote to its thread.
         fail_on: ``"never"``, ``"any"`` or a ratio: when the flow run fails
             (``BatchFailed``, raised after the artifacts are written).
+        events: Prefect events (:mod:`prefect_agent_runs.flows.events`): ``"failures"``,
+            one per item that did not complete; ``"ends"``, one per item when it is done;
+            ``"changes"``, also every status seen before; ``"none"``.
 
     Returns:
         One outcome per item, in request order.
@@ -224,6 +231,7 @@ async def arun_batch(
         cancel_on_timeout,
         collect_results,
         fail_on,
+        events,
     )
 
 
@@ -238,6 +246,7 @@ def run_batch_sync(
     cancel_on_timeout: bool = True,
     collect_results: bool = True,
     fail_on: Literal["never", "any"] | float = "never",
+    events: EventLevel = "failures",
 ) -> BatchResult:
     """The sync twin of :func:`arun_batch` (same parameters)."""
     return _run_sync(  # type: ignore[return-value]
@@ -251,6 +260,7 @@ def run_batch_sync(
             cancel_on_timeout,
             collect_results,
             fail_on,
+            events,
         )
     )
 
@@ -263,6 +273,7 @@ async def _create_runs_body(
     requests: Any,
     batch_key: str | None,
     max_concurrency: int,
+    events: EventLevel,
 ) -> "State[list[RunOutcome]]":
     _check(max_concurrency, None, None)
     key = batch_key or generate_batch_key()
@@ -281,6 +292,7 @@ async def _create_runs_body(
         cancel_on_timeout=True,
         collect_results=False,
         fail_on="never",
+        events=events,
     )
     return _state(result.outcomes, message)
 
@@ -291,6 +303,7 @@ async def acreate_runs(
     requests: Items,
     batch_key: str | None = None,
     max_concurrency: int = 32,
+    events: EventLevel = "failures",
 ) -> list[RunOutcome]:
     """Start (or find, for a resumed ``batch_key``) one run per item without waiting.
 
@@ -299,12 +312,15 @@ async def acreate_runs(
         requests: The items, as for :func:`arun_batch`.
         batch_key: Names the batch (generated when omitted).
         max_concurrency: Creates in flight at once.
+        events: Prefect events: ``"ends"`` or ``"changes"``, one ``queued`` event per
+            created run; ``"failures"`` (the default) or ``"none"``, none (a refused
+            create has no run to name).
 
     Returns:
         One outcome per item with its ``run`` (or the ``error`` of a refused create);
         pass them to ``wait_for_runs``.
     """
-    return await _create_runs_body(credentials, requests, batch_key, max_concurrency)  # type: ignore[return-value]
+    return await _create_runs_body(credentials, requests, batch_key, max_concurrency, events)  # type: ignore[return-value]
 
 
 @_batch_flow("create-runs")
@@ -313,9 +329,10 @@ def create_runs_sync(
     requests: Items,
     batch_key: str | None = None,
     max_concurrency: int = 32,
+    events: EventLevel = "failures",
 ) -> list[RunOutcome]:
     """The sync twin of :func:`acreate_runs`."""
-    return _run_sync(_create_runs_body(credentials, requests, batch_key, max_concurrency))  # type: ignore[arg-type]
+    return _run_sync(_create_runs_body(credentials, requests, batch_key, max_concurrency, events))  # type: ignore[arg-type]
 
 
 # -- wait_for_runs ----------------------------------------------------------------------
@@ -361,6 +378,7 @@ async def _wait_body(
     max_concurrency: int,
     collect_results: bool,
     fail_on: FailOn,
+    events: EventLevel,
 ) -> "State[BatchResult]":
     check_fail_on(fail_on)
     _check(max_concurrency, None, timeout_seconds)
@@ -380,6 +398,7 @@ async def _wait_body(
         cancel_on_timeout=cancel_on_timeout,
         collect_results=collect_results,
         fail_on=fail_on,
+        events=events,
     )
     return _state(result, message)
 
@@ -394,6 +413,7 @@ async def await_for_runs(
     collect_results: bool = True,
     fail_on: Literal["never", "any"] | float = "never",
     batch_key: str | None = None,
+    events: EventLevel = "failures",
 ) -> BatchResult:
     """Wait for runs that exist (``Run`` or ``create_runs``' outcomes) and collect them.
 
@@ -408,6 +428,7 @@ async def await_for_runs(
         collect_results: Read what each completed run wrote to its thread.
         fail_on: ``"never"``, ``"any"`` or a ratio.
         batch_key: Names the batch (default: from the runs' metadata).
+        events: Prefect events, as for :func:`arun_batch`.
 
     Returns:
         One outcome per run, in order.
@@ -421,6 +442,7 @@ async def await_for_runs(
         max_concurrency,
         collect_results,
         fail_on,
+        events,
     )
 
 
@@ -434,6 +456,7 @@ def wait_for_runs_sync(
     collect_results: bool = True,
     fail_on: Literal["never", "any"] | float = "never",
     batch_key: str | None = None,
+    events: EventLevel = "failures",
 ) -> BatchResult:
     """The sync twin of :func:`await_for_runs`."""
     return _run_sync(  # type: ignore[return-value]
@@ -446,6 +469,7 @@ def wait_for_runs_sync(
             max_concurrency,
             collect_results,
             fail_on,
+            events,
         )
     )
 

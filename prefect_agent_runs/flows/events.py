@@ -1,8 +1,21 @@
-"""Prefect events for remote runs: one per state change, for Automations.
+"""Prefect events for remote runs, for Automations.
 
-Every time a remote run is seen in a new status, the flows (and the single-run tasks) emit
-a Prefect event named ``prefect-agent-runs.run.<status>`` (``prefect-agent-runs.run.failed``,
-``prefect-agent-runs.run.completed``...), with
+The batch flows emit a Prefect event named
+``prefect-agent-runs.run.<status>`` (``prefect-agent-runs.run.failed``,
+``prefect-agent-runs.run.completed``...) for a remote run. How many, a batch flow's
+``events`` parameter says (:data:`EventLevel`):
+
+* ``"failures"`` (the default): one per item that did not complete, when the batch is
+  done with it (``failed``, ``cancelled``, ``timed_out``...): a healthy batch emits none;
+* ``"ends"``: one per item when the batch is done with it, ``completed`` included
+  (``queued`` for ``create_runs``, whose items are done once created);
+* ``"changes"``: also every status the batch saw before that (``queued``, ``running``...);
+* ``"none"``: no event.
+
+Prefect's server stores and evaluates every event: a few ms of its CPU each, so two or three
+events per run of a 10,000-item batch keep a server busy for minutes (docs/benchmarks.md).
+
+Each event has
 
 * the **run** as the event's resource: ``prefect-agent-runs.run.<backend>.<run id>``, with
   its thread, backend and item key as labels;
@@ -34,12 +47,15 @@ backends never import Prefect; this module is the flows layer's.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal, get_args
 
+from prefect_agent_runs.errors import ValidationError
 from prefect_agent_runs.models import Run, RunOutcome, RunStatus
 
 __all__ = [
+    "EVENT_LEVELS",
     "EVENT_PREFIX",
+    "EventLevel",
     "RunEventEmitter",
     "batch_resource_id",
     "emit_run_event",
@@ -52,6 +68,12 @@ EVENT_PREFIX = "prefect-agent-runs.run."
 """Every event this package emits is ``EVENT_PREFIX + <normalized status>``."""
 
 _MAX_ERROR_CHARS = 500
+
+EventLevel = Literal["failures", "ends", "changes", "none"]
+"""Which events a batch emits: items that did not complete, every item's end, every
+change, or none."""
+
+EVENT_LEVELS: tuple[str, ...] = get_args(EventLevel)
 
 
 def run_resource_id(backend: str, run_id: str) -> str:
@@ -134,16 +156,25 @@ def emit_run_event(
 
 
 class RunEventEmitter:
-    """Emits one event per (item, status): the batch calls it on every observation.
+    """Emits at most one event per (item, status): the batch calls it on every observation.
 
     Args:
         backend: The backend's name.
         batch_key: The batch (a related resource of every event).
+        level: Which events (:data:`EventLevel`).
+
+    Raises:
+        ValidationError: An unknown level.
     """
 
-    def __init__(self, backend: str, batch_key: str | None) -> None:
+    def __init__(self, backend: str, batch_key: str | None, level: EventLevel = "failures") -> None:
+        if level not in EVENT_LEVELS:
+            raise ValidationError(
+                f"events must be one of {', '.join(map(repr, EVENT_LEVELS))}, not {level!r}"
+            )
         self.backend = backend
         self.batch_key = batch_key
+        self.level = level
         self.emitted = 0
         self._last: dict[str, RunStatus] = {}
 
@@ -158,7 +189,7 @@ class RunEventEmitter:
             status: Override the status to report (default: the run's).
         """
         status = status or run.status
-        if status.is_terminal or self._last.get(key) is status:
+        if self.level != "changes" or status.is_terminal or self._last.get(key) is status:
             return
         self._last[key] = status
         if emit_run_event(
@@ -168,7 +199,9 @@ class RunEventEmitter:
 
     def outcome(self, outcome: RunOutcome) -> None:
         """Emit the item's final status (e.g. ``timed_out``) unless it was reported."""
-        if outcome.run is None:
+        if outcome.run is None or self.level == "none":
+            return
+        if self.level == "failures" and not outcome.error:
             return
         if self._last.get(outcome.key) is outcome.status:
             return

@@ -13,12 +13,15 @@ SCRIPTS = Path(__file__).parent / "scripts"
 
 
 def start_batch(
-    server: PrefectServer, *args: str, barrier: str | None = None
+    server: PrefectServer, *args: str, barrier: str | None = None, events: str | None = None
 ) -> subprocess.Popen[str]:
     """``scripts/batch.py ARGS`` in a child process talking to ``server``, in a process
     group of its own (:func:`finish` reads its output and ends the group). ``barrier``
-    (``DIR:N``): the batch starts once N such processes are ready."""
+    (``DIR:N``): the batch starts once N such processes are ready. ``events``: the batch's
+    ``events`` level (default: run_batch's)."""
     extra = {"BATCH_BARRIER": barrier} if barrier else {}
+    if events is not None:
+        extra["BATCH_EVENTS"] = events
     return spawn(
         [sys.executable, str(SCRIPTS / "batch.py"), *args],
         env=server.env(PREFECT_LOGGING_LEVEL="WARNING", **extra),

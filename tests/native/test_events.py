@@ -1,4 +1,5 @@
-"""A Prefect event per remote-run state change, read back from a real Prefect server."""
+"""Prefect events of remote runs, read back from a real Prefect server: every state change
+(``events="changes"``) and the default, one per item that did not complete."""
 
 from __future__ import annotations
 
@@ -27,11 +28,18 @@ def emulator() -> Iterator[AssistantsEmulator]:
         yield emu
 
 
-def read_events(server: PrefectServer, batch_key: str, items: int) -> list[dict[str, Any]]:
-    """The batch's events (by related resource), once every item's last one is stored."""
+def read_events(
+    server: PrefectServer,
+    batch_key: str,
+    items: int,
+    ends: tuple[str, ...] = (".completed", ".failed"),
+) -> list[dict[str, Any]]:
+    """The batch's run events (by related resource), once ``items`` events ending in one of
+    ``ends`` and the script's sentinel ``test.batch.done`` (emitted after the batch) are
+    stored."""
     body = {
         "filter": {
-            "event": {"prefix": ["prefect-agent-runs.run."]},
+            "event": {"prefix": ["prefect-agent-runs.run.", "test.batch.done"]},
             "related": {"id": [batch_resource_id(batch_key)]},
             "order": "ASC",
         },
@@ -50,9 +58,10 @@ def read_events(server: PrefectServer, batch_key: str, items: int) -> list[dict[
                 response.raise_for_status()
                 page = response.json()
                 events += page["events"]
-            ends = [e for e in events if e["event"].endswith((".completed", ".failed"))]
-            if len(ends) >= items:
-                return events
+            if sum(e["event"].endswith(ends) for e in events) >= items and any(
+                e["event"] == "test.batch.done" for e in events
+            ):
+                return [e for e in events if e["event"] != "test.batch.done"]
             time.sleep(1)
     raise AssertionError(f"{len(events)} events stored: {[e['event'] for e in events]}")
 
@@ -71,7 +80,9 @@ def test_every_state_change_is_an_event_with_the_run_and_the_batch(
 ) -> None:
     batch_key = f"events-{uuid.uuid4().hex[:8]}"
     # 12 items: 0, 4, 8 fail at once; the others complete after 2 s
-    process = start_batch(prefect_server, emulator.base_url, batch_key, "12", "4", "2")
+    process = start_batch(
+        prefect_server, emulator.base_url, batch_key, "12", "4", "2", events="changes"
+    )
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output
     assert json.loads(output.strip().splitlines()[-1])["counts"] == {"completed": 9, "failed": 3}
@@ -118,3 +129,21 @@ def test_every_state_change_is_an_event_with_the_run_and_the_batch(
     ended = datetime.fromisoformat(flow_run["end_time"])
     for event in failed:
         assert (ended - datetime.fromisoformat(event["occurred"])).total_seconds() > 1.0
+
+
+def test_by_default_only_items_that_did_not_complete_are_events(
+    prefect_server: PrefectServer, emulator: AssistantsEmulator
+) -> None:
+    batch_key = f"events-{uuid.uuid4().hex[:8]}"
+    # 12 items: 0, 4, 8 fail at once; the others complete after 0.5 s; the default level
+    process = start_batch(prefect_server, emulator.base_url, batch_key, "12", "4", "0.5")
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    assert json.loads(output.strip().splitlines()[-1])["counts"] == {"completed": 9, "failed": 3}
+
+    events = read_events(prefect_server, batch_key, items=3, ends=(".failed",))
+    # read once the script's sentinel, emitted after the batch, is stored: any completion
+    # or running event the batch had emitted would be stored too
+    assert sorted(e["event"] for e in events) == ["prefect-agent-runs.run.failed"] * 3
+    assert sorted(e["payload"]["key"] for e in events) == ["item-0", "item-4", "item-8"]
+    assert all("scripted to fail" in e["payload"]["error"] for e in events)

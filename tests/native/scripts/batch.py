@@ -5,6 +5,9 @@ Items whose index is a multiple of FAIL_EVERY fail at once; the others complete 
 SLOW_SECONDS. LIMIT_NAME names a global concurrency limit for the credentials block.
 With BATCH_BARRIER=DIR:N in the environment it starts its batch only once N processes have
 reached this point (so two batches overlap, whatever their Python and Prefect start cost).
+BATCH_EVENTS sets run_batch's ``events`` level; after the batch, the script emits the event
+``test.batch.done`` related to the batch (a sentinel: once it is stored, so is every event the
+batch emitted before it).
 """
 
 from __future__ import annotations
@@ -15,8 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+from prefect.events import emit_event
+from prefect.events.worker import EventsWorker
+
 from prefect_agent_runs import AssistantsCredentials, RunRequest
 from prefect_agent_runs.flows import run_batch
+from prefect_agent_runs.flows.events import batch_resource_id
 
 
 def barrier() -> None:
@@ -55,8 +62,17 @@ def main() -> None:
                 metadata={"emulator": json.dumps(script)},
             )
         )
+    events = {"events": os.environ["BATCH_EVENTS"]} if os.environ.get("BATCH_EVENTS") else {}
     barrier()
-    result = run_batch(credentials, requests, batch_key=batch_key, max_concurrency=32)
+    result = run_batch(credentials, requests, batch_key=batch_key, max_concurrency=32, **events)
+    emit_event(
+        event="test.batch.done",
+        resource={"prefect.resource.id": f"test.batch-script.{os.getpid()}"},
+        related=[
+            {"prefect.resource.id": batch_resource_id(batch_key), "prefect.resource.role": "batch"}
+        ],
+    )
+    EventsWorker.drain_all(timeout=60)  # sent before the JSON line, which must come last
     errors = sorted({o.error for o in result.failed if o.error})
     print(json.dumps({"counts": dict(result.counts), "errors": errors}))
 
