@@ -74,6 +74,7 @@ EventLevel = Literal["failures", "ends", "changes", "none"]
 change, or none."""
 
 EVENT_LEVELS: tuple[str, ...] = get_args(EventLevel)
+"""The valid ``events`` levels, the default first."""
 
 
 def run_resource_id(backend: str, run_id: str) -> str:
