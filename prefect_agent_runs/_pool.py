@@ -1,10 +1,12 @@
 """A connection pool that does not scan hundreds of connections on every request.
 
 httpcore's pool walks every connection (and every queued request) each time a request
-starts or ends, asking each socket whether it is still readable: with 256 requests in
-flight that walk was a third of a batch's client CPU. :class:`ShardedTransport` keeps
-several small httpcore pools and sends each request to the one with the fewest requests
-in flight, so each walk covers at most ``shard_size`` connections.
+starts or ends, asking each socket whether it is still readable (two system calls per
+connection): with 256 requests in flight that walk was a third of a batch's client CPU.
+:class:`ShardedTransport` keeps many small httpcore pools (one connection each by default)
+and sends each request to a pool with a free connection, taken from a free list (the one
+used last, whose connection is warm), so each walk covers ``shard_size`` connections and
+choosing costs O(1).
 """
 
 from __future__ import annotations
@@ -18,26 +20,29 @@ import httpx
 
 __all__ = ["ShardedTransport"]
 
-SHARD_SIZE = 16
-"""Connections per shard."""
+SHARD_SIZE = 1
+"""Connections per shard. Measured on the Assistants emulator (2,000 runs, 256 in flight,
+a busy machine): client CPU 17.0-22.5 s per 1,000 runs with 16, 16.4-17.7 with 4, 11.6 with 1."""
 
 
 class _Shard:
-    __slots__ = ("active", "transport")
+    __slots__ = ("active", "free", "transport")
 
     def __init__(self, transport: httpx.AsyncHTTPTransport) -> None:
         self.transport = transport
         self.active = 0
+        self.free = True  # on the free list
 
 
 class _TrackedStream(httpx.AsyncByteStream):
     """A response body that gives its shard's slot back when it is closed."""
 
-    __slots__ = ("_closed", "_inner", "_shard")
+    __slots__ = ("_closed", "_inner", "_owner", "_shard")
 
-    def __init__(self, inner: Any, shard: _Shard) -> None:
+    def __init__(self, inner: Any, shard: _Shard, owner: ShardedTransport) -> None:
         self._inner = inner
         self._shard = shard
+        self._owner = owner
         self._closed = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -47,7 +52,7 @@ class _TrackedStream(httpx.AsyncByteStream):
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            self._shard.active -= 1
+            self._owner._release(self._shard)
             await self._inner.aclose()
 
 
@@ -76,28 +81,44 @@ class ShardedTransport(httpx.AsyncBaseTransport):
                 trust_env=transport_kwargs.get("trust_env", True),
             )
         transport_kwargs["verify"] = verify
+        self._per_shard = per_shard
         self._shards = [
             _Shard(httpx.AsyncHTTPTransport(limits=limits, **transport_kwargs))
             for _ in range(count)
         ]
+        self._free = list(reversed(self._shards))  # a stack: the first shard is on top
 
     @property
     def shards(self) -> int:
         """How many pools there are."""
         return len(self._shards)
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        shard = self._shards[0]
-        for candidate in self._shards:
-            if candidate.active < shard.active:
-                shard = candidate
+    def _take(self) -> _Shard:
+        """A shard with a free connection (the one freed last), else the least busy."""
+        if self._free:
+            shard = self._free[-1]
+            if shard.active + 1 >= self._per_shard:
+                self._free.pop()
+                shard.free = False
+        else:  # more requests than connections: queue where the fewest wait
+            shard = min(self._shards, key=lambda s: s.active)
         shard.active += 1
+        return shard
+
+    def _release(self, shard: _Shard) -> None:
+        shard.active -= 1
+        if not shard.free and shard.active < self._per_shard:
+            shard.free = True
+            self._free.append(shard)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        shard = self._take()
         try:
             response = await shard.transport.handle_async_request(request)
         except BaseException:
-            shard.active -= 1
+            self._release(shard)
             raise
-        response.stream = _TrackedStream(response.stream, shard)
+        response.stream = _TrackedStream(response.stream, shard, self)
         return response
 
     async def aclose(self) -> None:

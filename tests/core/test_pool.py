@@ -13,9 +13,10 @@ from prefect_agent_runs.testing import AssistantsEmulator
 
 def test_shard_count_follows_the_connection_limit() -> None:
     assert ShardedTransport(1).shards == 1
-    assert ShardedTransport(16).shards == 1
-    assert ShardedTransport(17).shards == 2
-    assert ShardedTransport(272).shards == 17
+    assert ShardedTransport(272).shards == 272  # one connection each by default
+    assert ShardedTransport(16, shard_size=16).shards == 1
+    assert ShardedTransport(17, shard_size=16).shards == 2
+    assert ShardedTransport(272, shard_size=16).shards == 17
     many = ShardedTransport(64, shard_size=16)
     contexts = {id(s.transport._pool._ssl_context) for s in many._shards}
     assert len(contexts) == 1  # one TLS context shared by the pools
@@ -33,7 +34,35 @@ async def test_requests_spread_and_give_their_slots_back() -> None:
         assert [s.active for s in transport._shards] == [0, 0, 0, 0]
 
 
+async def test_a_free_connection_is_reused_and_a_full_pool_queues_where_fewest_wait() -> None:
+    with AssistantsEmulator() as emu:
+        transport = ShardedTransport(3)
+        async with httpx.AsyncClient(base_url=emu.base_url, transport=transport) as client:
+            for _ in range(5):  # one after the other: always the warm connection
+                assert (await client.get("/assistants")).status_code == 200
+            assert [s.active for s in transport._shards] == [0, 0, 0]
+            opened = [s.transport._pool.connections for s in transport._shards]
+            assert [len(c) for c in opened] == [1, 0, 0]
+            # 3 bodies held open take the 3 shards; 2 more queue on different shards
+            held = [await client.send(client.build_request("GET", "/assistants"), stream=True)]
+            held += [
+                await client.send(client.build_request("GET", "/assistants"), stream=True)
+                for _ in range(2)
+            ]
+            assert sorted(s.active for s in transport._shards) == [1, 1, 1]
+            assert transport._free == []
+            queued = [asyncio.ensure_future(client.get("/assistants")) for _ in range(2)]
+            await asyncio.sleep(0)
+            assert sorted(s.active for s in transport._shards) == [1, 2, 2]
+            for response in held:
+                await response.aclose()
+            assert {a.status_code for a in await asyncio.gather(*queued)} == {200}
+        assert [s.active for s in transport._shards] == [0, 0, 0]
+        assert all(s.free for s in transport._shards)
+        assert len(transport._free) == 3
+
+
 def test_the_transport_uses_it() -> None:
     transport = Transport(backend="test", base_url="http://127.0.0.1:1", max_concurrency=100)
     assert isinstance(transport.client._transport, ShardedTransport)
-    assert transport.client._transport.shards == 7
+    assert transport.client._transport.shards == 100
