@@ -55,6 +55,11 @@ ends) and observes again. Short, so that the engine's clock moves on while runs 
 also an injected test clock that moves only when the engine sleeps."""
 
 
+DRAIN_SECONDS = 1.0
+"""Longest real wait for the end of a stream's body after its ``done`` event (read to its
+end, the connection goes back to the pool; else it is closed)."""
+
+
 class CreateStream:
     """The event stream of one streamed create, read in a task of its own.
 
@@ -140,7 +145,8 @@ class CreateStream:
                 action=self.action,
                 json_body=self.payload,
                 check=check,
-                is_end=lambda event, data: event.event == "done" or data == "[DONE]",
+                # no is_end: after `done` the answer is read to its end, so that its
+                # connection goes back to the pool (a body left unread closes it)
                 timeout=self.read_timeout,
             ),
         )
@@ -186,9 +192,12 @@ class CreateStream:
 
     def _take(self, event: RunEvent, known: asyncio.Future[Run]) -> None:
         data = event.data
+        name = event.event
+        if name == "done" or data == "[DONE]":
+            self.ended.set()  # the wait goes on at once; the body's end is read meanwhile
+            return
         if not isinstance(data, dict):
             return
-        name = event.event
         if name.startswith("thread.run.") and data.get("object") == "thread.run":
             if self.run is not None and data.get("id") != self.run.id:
                 return  # not this create's run (a server would not send it)
@@ -210,6 +219,10 @@ class CreateStream:
         task, self._task = self._task, None
         if task is None:
             return
+        if not task.done() and self.ended.is_set():
+            # after `done`: the end of the body is on its way (the connection is reused)
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({task}, timeout=DRAIN_SECONDS)
         if not task.done():
             task.cancel()
         with anyio.CancelScope(shield=True):
