@@ -11,6 +11,7 @@ choosing costs O(1).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import ssl
 from collections.abc import AsyncIterator
@@ -50,10 +51,21 @@ class _TrackedStream(httpx.AsyncByteStream):
             yield chunk
 
     async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._owner._release(self._shard)
-            await self._inner.aclose()
+        if self._closed:
+            return
+        self._closed = True
+        # The connection goes back to its pool only once httpcore has closed the response:
+        # run that close to its end even when the caller is cancelled (a stream reader
+        # cancelled mid-body), else httpcore keeps the connection ACTIVE forever and the
+        # next request given this shard would queue behind it.
+        closing = asyncio.ensure_future(self._inner.aclose())
+        closing.add_done_callback(self._closed_callback)
+        await asyncio.shield(closing)
+
+    def _closed_callback(self, closing: asyncio.Future[None]) -> None:
+        self._owner._release(self._shard)
+        if not closing.cancelled():
+            closing.exception()  # retrieved: the caller saw it, or was cancelled meanwhile
 
 
 class ShardedTransport(httpx.AsyncBaseTransport):
@@ -93,15 +105,27 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         """How many pools there are."""
         return len(self._shards)
 
+    def _usable(self, shard: _Shard) -> bool:
+        """Whether httpcore can serve one more request on this shard without waiting: a
+        connection left ACTIVE by a close that a cancellation interrupted inside httpcore
+        (a task cancelled twice) never serves again, and must not be handed requests."""
+        connections = shard.transport._pool.connections
+        return len(connections) < self._per_shard or any(c.is_available() for c in connections)
+
     def _take(self) -> _Shard:
         """A shard with a free connection (the one freed last), else the least busy."""
-        if self._free:
+        while self._free:
             shard = self._free[-1]
+            if not self._usable(shard):
+                self._free.pop()  # stuck: out of the free list until released again
+                shard.free = False
+                continue
             if shard.active + 1 >= self._per_shard:
                 self._free.pop()
                 shard.free = False
+            break
         else:  # more requests than connections: queue where the fewest wait
-            shard = min(self._shards, key=lambda s: s.active)
+            shard = min(self._shards, key=lambda s: (not self._usable(s), s.active))
         shard.active += 1
         return shard
 

@@ -9,6 +9,27 @@ import httpx
 from prefect_agent_runs._pool import ShardedTransport
 from prefect_agent_runs.http import Transport
 from prefect_agent_runs.testing import AssistantsEmulator
+from prefect_agent_runs.testing._serve import ServedApp
+
+
+class _SlowBody(ServedApp):
+    """``GET /slow`` answers a body in 50 chunks, 0.1 s apart; ``GET /fast`` at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+        async def app(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+            assert scope["type"] == "http"
+            await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+            if scope["path"] == "/slow":
+                for _ in range(50):
+                    await send(
+                        {"type": "http.response.body", "body": b"x" * 100, "more_body": True}
+                    )  # type: ignore[operator]
+                    await asyncio.sleep(0.1)
+            await send({"type": "http.response.body", "body": b"ok"})  # type: ignore[operator]
+
+        self.app = app
 
 
 def test_shard_count_follows_the_connection_limit() -> None:
@@ -66,3 +87,30 @@ def test_the_transport_uses_it() -> None:
     transport = Transport(backend="test", base_url="http://127.0.0.1:1", max_concurrency=100)
     assert isinstance(transport.client._transport, ShardedTransport)
     assert transport.client._transport.shards == 100
+
+
+async def test_a_reader_cancelled_mid_body_never_blocks_the_next_request() -> None:
+    """A stream reader cancelled while reading (as a batch cancels a run's stream), or
+    cancelled again while its response closes: the next request must not be handed a
+    connection that httpcore still holds (it would wait behind it for ever)."""
+    with _SlowBody() as served:
+        transport = ShardedTransport(4)
+        async with httpx.AsyncClient(base_url=served.url, transport=transport) as client:
+
+            async def read_slowly() -> None:
+                async with client.stream("GET", "/slow") as response:
+                    async for _ in response.aiter_bytes():
+                        pass
+
+            for again in range(3):
+                reader = asyncio.ensure_future(read_slowly())
+                await asyncio.sleep(0.25)  # a few chunks in
+                reader.cancel()
+                for _ in range(again):  # cancelled again while the response closes
+                    await asyncio.sleep(0)
+                    reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+                for _ in range(3):  # one after the other: each takes the warm shard first
+                    answer = await asyncio.wait_for(client.get("/fast"), timeout=10)
+                    assert answer.text == "ok"
+        assert [s.active for s in transport._shards] == [0, 0, 0, 0]
