@@ -340,7 +340,8 @@ def test_demo_console_script_in_embedded_mode(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert completed.stdout.count("echo:") == 8
     assert "embedded (ephemeral) Prefect server" in completed.stderr
-    assert "Traceback" not in completed.stderr
+    at = completed.stderr.find("Traceback")
+    assert at < 0, completed.stderr[max(0, at - 500) : at + 5000]  # the whole traceback
     # Prefect's log worker sent its logs before the embedded server stopped: it used to
     # retry against the closed port for over a minute after the table was printed
     assert "Error logging to API" not in completed.stderr, completed.stderr[-3000:]
