@@ -223,7 +223,16 @@ async def engine(probe: Probe, a: argparse.Namespace) -> None:
     from prefect_agent_runs.batch import run_items
 
     creds = credentials(a)
-    client = creds.get_client(max_concurrency=a.concurrency + 16)
+    kwargs = engine_kwargs(run_items, a)
+    try:  # the pool run_batch builds: requests in flight, plus the streams of runs alive
+        from prefect_agent_runs.flows._execute import connections_needed
+    except ImportError:
+        connections = a.concurrency + 16
+    else:
+        connections = connections_needed(
+            creds, "batch", a.concurrency, kwargs.get("max_active_runs", "default")
+        )
+    client = creds.get_client(max_concurrency=connections)
 
     def outcome(o: Any) -> None:
         if o.run is not None:
@@ -238,7 +247,7 @@ async def engine(probe: Probe, a: argparse.Namespace) -> None:
             policy=client.policy,
             max_concurrency=a.concurrency,
             on_outcome=outcome,
-            **engine_kwargs(run_items, a),
+            **kwargs,
         )
 
 

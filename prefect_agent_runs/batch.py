@@ -21,11 +21,13 @@ workers over an iterator (sync or async) of requests, never one coroutine per it
 * watching on create: a backend with the capability ``"watch_on_create"``
   (:data:`WATCH_ON_CREATE`) creates a run with a request that stays open and reports the
   run's end (:class:`CreateWatcher`, e.g. the Assistants create with ``stream: true``). The
-  create worker then holds its ``max_concurrency`` slot until the run ends (the stream is a
-  request in flight), ``on_created`` still fires as soon as the run exists, and no watcher
-  polls it. That is done when the runs alive fit in the requests in flight
-  (``max_active_runs <= max_concurrency``); with more runs alive allowed than requests in
-  flight, creates return at once and the watchers poll, so that ``max_active_runs`` holds.
+  create holds one of the ``max_concurrency`` slots until its run exists (``on_created``
+  fires then); the rest of the stream is the run's watch and counts against
+  ``max_active_runs`` (one open stream per run alive), so no watcher polls it. There are
+  then ``max(max_concurrency, max_active_runs)`` create workers, each holding an item
+  until its run ends; the client's connection pool must hold ``max_active_runs`` streams
+  plus ``max_concurrency`` requests (``run_batch`` sizes it so). Used whenever runs alive
+  are bounded (``max_active_runs`` not None): an unbounded number of open streams is not.
 
 Each item is reported the moment it ends (``on_outcome``), so a Prefect flow spends O(1)
 task runs on a whole batch. A failed item never stops the others; it becomes a
@@ -305,15 +307,16 @@ class _Engine:
         self.active = asyncio.Semaphore(max_active_runs) if max_active_runs else None
         capabilities: frozenset[str] = getattr(client, "capabilities", frozenset())
         self.bulk = wait and BULK_WATCH in capabilities and isinstance(client, BulkWatcher)
-        # A run watched on its create's request holds one of the max_concurrency slots while
-        # it lives: only when the runs alive fit in them (else max_active_runs would shrink
-        # to max_concurrency), the runs are polled by the watchers instead.
+        # A run watched on its create's request holds an open stream while it lives: only
+        # with a bound on the runs alive (the stream counts against it, not the slots).
         self.watch_on_create = (
             wait
             and WATCH_ON_CREATE in capabilities
             and isinstance(client, CreateWatcher)
             and max_active_runs is not None
-            and max_active_runs <= max_concurrency
+        )
+        self.create_workers = (
+            max(max_concurrency, max_active_runs or 0) if self.watch_on_create else max_concurrency
         )
         self.outcomes: list[RunOutcome] = []
         self.seen: set[str] = set()
@@ -326,7 +329,9 @@ class _Engine:
     # -- the pool ---------------------------------------------------------------------------
 
     async def run(self, source: AsyncIterator[RunRequest]) -> list[RunOutcome]:
-        tasks = [asyncio.ensure_future(self._create_worker(source)) for _ in range(self.workers)]
+        tasks = [
+            asyncio.ensure_future(self._create_worker(source)) for _ in range(self.create_workers)
+        ]
         watchers: list[asyncio.Future[None]] = []
         if self.bulk:
             watchers.append(asyncio.ensure_future(self._sweeper()))
@@ -436,15 +441,25 @@ class _Engine:
         await _call(self.on_created, item.outcome.key, run)
 
     async def _create_and_wait(self, item: _Item) -> None:
-        """Create the item's run and wait for its end on the create's own request."""
+        """Create the item's run and wait for its end on the create's own request.
+
+        The create holds a ``max_concurrency`` slot until the run exists; the stream that
+        goes on (the run's watch) is bounded by ``max_active_runs`` (the caller's slot).
+        """
         watcher = self.client
         assert isinstance(watcher, CreateWatcher)
         key = item.outcome.key
+        await self.slots.acquire()
+        held = True
 
         async def created(run: Run) -> None:
+            nonlocal held
+            if held:
+                held = False
+                self.slots.release()
             await self._created(item, run)
 
-        async with self.slots:  # the create's request stays open until the run ends
+        try:
             item.outcome.run = await watcher.create_and_wait(
                 item.request,
                 policy=self.policy,
@@ -452,6 +467,9 @@ class _Engine:
                 on_change=lambda r: self._changed(key, r),
                 capture_result=self.collect_results,
             )
+        finally:
+            if held:
+                self.slots.release()
 
     def _changed(self, key: str, run: Run) -> None:
         if self.on_change is not None:
@@ -644,9 +662,10 @@ async def run_items(
         policy: Wait policy for each run (``timeout_seconds`` counts from the moment the
             item's run exists).
         max_concurrency: Requests the engine sends at once (finds, creates, reads,
-            results), and runs watched one by one at once when the backend has no
-            ``"bulk_watch"`` (with ``"watch_on_create"`` and ``max_active_runs`` at most
-            ``max_concurrency``: each run is watched on its create's open request).
+            results), and runs watched one by one at once when the backend has neither
+            ``"bulk_watch"`` nor ``"watch_on_create"`` (with ``"watch_on_create"`` and a
+            bound on ``max_active_runs``, each run is watched on its create's open request,
+            which counts against ``max_active_runs`` once the run exists).
         max_active_runs: Remote runs alive at once; None: no bound (the platform queues
             them); :data:`DEFAULT`: the backend's (:func:`default_max_active_runs`).
         collect_results: Read what each completed run wrote to its thread.

@@ -28,10 +28,17 @@ from prefect.client.orchestration import PrefectClient, get_client
 from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
 
+from prefect_agent_runs.backends import registry
 from prefect_agent_runs.backends.base import batch_tags
-from prefect_agent_runs.batch import DEFAULT, WATCH_ON_CREATE, BatchClient, run_items
+from prefect_agent_runs.batch import (
+    DEFAULT,
+    WATCH_ON_CREATE,
+    BatchClient,
+    default_max_active_runs,
+    run_items,
+)
 from prefect_agent_runs.blocks.credentials import AgentRunsCredentials
-from prefect_agent_runs.errors import AgentRunsError, ValidationError
+from prefect_agent_runs.errors import AgentRunsError, NotSupported, ValidationError
 from prefect_agent_runs.flows._artifacts import (
     ProgressReporter,
     counts_message,
@@ -50,6 +57,26 @@ Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 CONCURRENCY_HEADROOM = 16
 """Connections above ``max_concurrency`` (each watched item may hold one long-poll):
 creates, reads and cancels always find a free one."""
+
+
+def connections_needed(
+    credentials: AgentRunsCredentials, mode: Mode, max_concurrency: int, max_active_runs: Any
+) -> int:
+    """Connections a batch's client needs: its requests in flight, plus one open stream per
+    run alive where the backend watches each run on its create (``watch_on_create``)."""
+    connections = max_concurrency + CONCURRENCY_HEADROOM
+    try:
+        capabilities = registry.get(credentials.backend).capabilities
+    except NotSupported:
+        capabilities = frozenset()  # get_client says so, naming the registered backends
+    if mode == "batch" and WATCH_ON_CREATE in capabilities:
+        active = (
+            default_max_active_runs(capabilities) if max_active_runs is DEFAULT else max_active_runs
+        )
+        connections += active or 0
+    return max(credentials.max_concurrency, connections)
+
+
 MAX_ITEM_WARNINGS = 100
 """WARNING lines for failed items per batch; the rest are counted in one line."""
 
@@ -402,7 +429,7 @@ async def execute(
             batch_key,
         )
     client = credentials.get_client(
-        max_concurrency=max(credentials.max_concurrency, max_concurrency + CONCURRENCY_HEADROOM)
+        max_concurrency=connections_needed(credentials, mode, max_concurrency, max_active_runs)
     )
     policy = client.policy.with_overrides(
         timeout_seconds=timeout_seconds, cancel_on_timeout=cancel_on_timeout

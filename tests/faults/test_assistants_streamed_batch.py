@@ -144,19 +144,54 @@ async def test_a_streamed_batch_sends_two_requests_per_run(emu: AssistantsEmulat
     assert all(r.stream_events[-1][0] == "done" for r in creates)
 
 
-async def test_more_runs_alive_than_requests_in_flight_are_polled(
-    emu: AssistantsEmulator,
-) -> None:
-    """max_active_runs above max_concurrency: streaming would cap the runs alive at
-    max_concurrency, so the creates return at once and the runs are polled."""
-    n = 30
-    async with client(emu) as c:
-        outcomes = await run_items(
-            c, requests(n), policy=c.policy, max_concurrency=4, max_active_runs=30
-        )
-    assert streamed_creates(emu) == []
-    assert sum(1 for r in emu.requests if r.method == "GET" and "/runs/" in r.route) >= n
-    check_all_completed(emu, outcomes, n)
+class _CountingClient(AssistantsClient):
+    """Counts, at the client's interface, creates whose run does not exist yet and
+    streams open (the engine's two bounds), at their peaks."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.creating = self.streaming = self.peak_creating = self.peak_streaming = 0
+
+    async def create_and_wait(self, request: RunRequest, **kwargs: Any) -> Any:
+        on_created = kwargs.pop("on_created")
+        self.creating += 1
+        self.peak_creating = max(self.peak_creating, self.creating)
+        known = False
+
+        async def created(run: Any) -> None:
+            nonlocal known
+            if not known:
+                known = True
+                self.creating -= 1
+                self.streaming += 1
+                self.peak_streaming = max(self.peak_streaming, self.streaming)
+            await on_created(run)
+
+        try:
+            return await super().create_and_wait(request, on_created=created, **kwargs)
+        finally:
+            if known:
+                self.streaming -= 1
+            else:
+                self.creating -= 1
+
+
+async def test_more_runs_alive_than_requests_in_flight_are_streamed_within_both_bounds() -> None:
+    """max_active_runs above max_concurrency: the creates are bounded by max_concurrency,
+    the open streams (one per run alive) by max_active_runs, and every run is streamed
+    (the defaults of run_batch: 32 requests in flight, 256 runs alive)."""
+    n = 40
+    with AssistantsEmulator(run_seconds=1.0, poll_after_ms=None) as emu:
+        async with _CountingClient(emu.base_url, api_key="sk-test", max_concurrency=80) as c:
+            with anyio.fail_after(GUARD_SECONDS):
+                outcomes = await run_items(
+                    c, requests(n), policy=c.policy, max_concurrency=4, max_active_runs=30
+                )
+        check_all_completed(emu, outcomes, n)
+        assert len(streamed_creates(emu)) == n
+        assert not [r for r in emu.requests if r.method == "GET" and "/runs/" in r.route]
+    assert c.peak_creating <= 4
+    assert 4 < c.peak_streaming <= 30, c.peak_streaming
 
 
 async def test_a_run_that_fails_or_asks_for_tools_ends_its_item_as_before(

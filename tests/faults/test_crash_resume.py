@@ -335,7 +335,8 @@ def test_sigkill_and_resume_langgraph(
 
 @pytest.fixture
 def slow_create_emulator() -> Iterator[AssistantsEmulator]:
-    with AssistantsEmulator(run_seconds=0.05, poll_after_ms=50) as emu:
+    # streams in scripted time: the waiting scenario's runs last their 8 s when streamed too
+    with AssistantsEmulator(run_seconds=0.05, poll_after_ms=50, compress_streams=False) as emu:
         emu.inject_faults(
             rate=1.0,
             statuses=(),

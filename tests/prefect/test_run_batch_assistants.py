@@ -48,6 +48,41 @@ async def test_run_batch_200_items_on_the_assistants_emulator(
     assert Counter(r["metadata"][METADATA_ITEM_KEY] for r in runs).most_common(1)[0][1] == 1
 
 
+async def test_the_default_bounds_stream_every_run_with_more_alive_than_requests(
+    batch_key: str,
+) -> None:
+    """run_batch's defaults (32 requests in flight, 256 runs alive): every run is watched
+    on its create's stream, and the connection pool holds the streams as well as the
+    requests: more runs are alive at once than the old pool's 48 connections allowed."""
+    import json
+
+    from prefect_agent_runs.flows._execute import CONCURRENCY_HEADROOM
+
+    n = 150
+    script = {"metadata": {"emulator": json.dumps({"seconds": 3.0})}}
+    requests = [r.model_copy(update=script) for r in echo_requests(n)]
+    with AssistantsEmulator(run_seconds=1.0, poll_after_ms=None, compress_streams=False) as emu:
+        credentials = AssistantsCredentials(base_url=emu.base_url, api_key="sk-test-key")
+        result = await run_batch(credentials, requests, batch_key=batch_key)
+        assert [o.key for o in result.completed] == [f"item-{i}" for i in range(n)]
+        assert all(
+            o.result is not None and o.result.text == f"echo: q{i}"
+            for i, o in enumerate(result.outcomes)
+        )
+        sent = Counter((r.method, r.route.rsplit("/", 1)[-1]) for r in emu.requests)
+        assert sent == {("POST", "threads"): n, ("POST", "runs"): n}, sent
+        # runs alive at once, by the emulator's own clock (created .. scripted end)
+        spans = [
+            (r.t0, r.t0 + r.script.queue_seconds + r.script.seconds) for r in emu._runs.values()
+        ]
+    edges = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    alive = peak = 0
+    for _, step in edges:
+        alive += step
+        peak = max(peak, alive)
+    assert peak > 32 + CONCURRENCY_HEADROOM, peak
+
+
 async def test_rerun_with_the_same_batch_key_starts_nothing_twice(
     emulator: AssistantsEmulator, batch_key: str
 ) -> None:
