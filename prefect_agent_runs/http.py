@@ -73,6 +73,25 @@ __all__ = [
 ]
 
 _LONG_DIGITS = re.compile(rb"\d{19}")
+_NOT_FAST: Any = object()
+
+
+def fast_json(content: bytes | str) -> Any:
+    """Decode JSON with orjson where it reads it exactly, else return ``_NOT_FAST``.
+
+    orjson (a Prefect dependency) is faster, and it shares the str objects of repeated
+    keys between documents, so 10,000 kept runs hold one ``"created_at"``. It reads an
+    integer past 64 bits as a float, and refuses what ``json`` reads (a BOM, NaN...):
+    those go to ``json`` (the caller's).
+    """
+    raw = content.encode() if isinstance(content, str) else content
+    if _LONG_DIGITS.search(raw) is not None:
+        return _NOT_FAST
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _NOT_FAST
+
 
 logger = logging.getLogger("prefect_agent_runs.http")
 
@@ -516,13 +535,9 @@ class Transport:
         content = response.content
         if not content.strip():
             return None
-        if _LONG_DIGITS.search(content) is None:  # orjson reads an int past 64 bits as a float
-            try:
-                # orjson (a Prefect dependency): faster, and it shares the str objects of
-                # repeated keys between bodies, so 10,000 kept runs hold one "created_at"
-                return orjson.loads(content)
-            except orjson.JSONDecodeError:
-                pass
+        fast = fast_json(content)
+        if fast is not _NOT_FAST:
+            return fast
         text = response.text
         if not text.strip():
             return None

@@ -23,7 +23,7 @@ from httpx_sse import ServerSentEvent
 from httpx_sse._decoders import SSEDecoder
 
 from prefect_agent_runs.errors import TransportError
-from prefect_agent_runs.http import Transport
+from prefect_agent_runs.http import _NOT_FAST, Transport, fast_json
 
 __all__ = ["ResumePoint", "RunEvent", "decode_data", "iter_sse", "read_events"]
 
@@ -56,8 +56,13 @@ def decode_data(data: str) -> Any:
     Args:
         data: The ``data:`` lines of one event, joined.
     """
+    if not data:
+        return None
+    fast = fast_json(data)  # keys shared between events: kept runs and messages are smaller
+    if fast is not _NOT_FAST:
+        return fast
     try:
-        return json.loads(data) if data else None
+        return json.loads(data)
     except ValueError:
         return data
 
