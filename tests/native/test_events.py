@@ -24,7 +24,7 @@ from .conftest import start_batch
 
 @pytest.fixture
 def emulator() -> Iterator[AssistantsEmulator]:
-    with AssistantsEmulator(run_seconds=0.05, poll_after_ms=20) as emu:
+    with AssistantsEmulator(run_seconds=0.05, poll_after_ms=20, compress_streams=False) as emu:
         yield emu
 
 
