@@ -73,24 +73,25 @@ __all__ = [
 ]
 
 _LONG_DIGITS = re.compile(rb"\d{19}")
-_NOT_FAST: Any = object()
 
 
-def fast_json(content: bytes | str) -> Any:
-    """Decode JSON with orjson where it reads it exactly, else return ``_NOT_FAST``.
+def loads_json(content: bytes | str) -> Any:
+    """Decode a JSON document: orjson where it reads it exactly, else ``json``.
 
     orjson (a Prefect dependency) is faster, and it shares the str objects of repeated
     keys between documents, so 10,000 kept runs hold one ``"created_at"``. It reads an
-    integer past 64 bits as a float, and refuses what ``json`` reads (a BOM, NaN...):
-    those go to ``json`` (the caller's).
+    integer past 64 bits as a float, and refuses what ``json`` reads (a BOM, NaN...).
+
+    Raises:
+        ValueError: Neither reads it.
     """
     raw = content.encode() if isinstance(content, str) else content
-    if _LONG_DIGITS.search(raw) is not None:
-        return _NOT_FAST
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return _NOT_FAST
+    if _LONG_DIGITS.search(raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(content)
 
 
 logger = logging.getLogger("prefect_agent_runs.http")
@@ -535,10 +536,11 @@ class Transport:
         content = response.content
         if not content.strip():
             return None
-        fast = fast_json(content)
-        if fast is not _NOT_FAST:
-            return fast
-        text = response.text
+        try:
+            return loads_json(content)
+        except ValueError:
+            pass
+        text = response.text  # its declared charset
         if not text.strip():
             return None
         try:

@@ -13,7 +13,6 @@ never sent twice.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -23,7 +22,7 @@ from httpx_sse import ServerSentEvent
 from httpx_sse._decoders import SSEDecoder
 
 from prefect_agent_runs.errors import TransportError
-from prefect_agent_runs.http import _NOT_FAST, Transport, fast_json
+from prefect_agent_runs.http import Transport, loads_json
 
 __all__ = ["ResumePoint", "RunEvent", "decode_data", "iter_sse", "read_events"]
 
@@ -58,11 +57,8 @@ def decode_data(data: str) -> Any:
     """
     if not data:
         return None
-    fast = fast_json(data)  # keys shared between events: kept runs and messages are smaller
-    if fast is not _NOT_FAST:
-        return fast
     try:
-        return json.loads(data)
+        return loads_json(data)  # keys shared between events: kept runs are smaller
     except ValueError:
         return data
 

@@ -59,6 +59,10 @@ CONCURRENCY_HEADROOM = 16
 creates, reads and cancels always find a free one."""
 
 
+MAX_ITEM_WARNINGS = 100
+"""WARNING lines for failed items per batch; the rest are counted in one line."""
+
+
 def connections_needed(
     credentials: AgentRunsCredentials, mode: Mode, max_concurrency: int, max_active_runs: Any
 ) -> int:
@@ -75,10 +79,6 @@ def connections_needed(
         )
         connections += active or 0
     return max(credentials.max_concurrency, connections)
-
-
-MAX_ITEM_WARNINGS = 100
-"""WARNING lines for failed items per batch; the rest are counted in one line."""
 
 
 def generate_batch_key() -> str:
