@@ -122,6 +122,51 @@ async def test_ledger_records_a_create_before_it_is_sent(batch_key: str) -> None
     await ledger.close()
 
 
+async def test_creates_waiting_together_share_one_write_and_each_is_on_disk(
+    batch_key: str,
+) -> None:
+    """One writer takes every record that arrived during its last write (group commit)."""
+    import asyncio
+
+    ledger = BatchLedger(batch_key)
+    await ledger.load()
+    await ledger.start(flow_run_id=None, credentials=None)
+    writes = ledger.writes
+    await asyncio.gather(*(ledger.creating(f"k{i}") for i in range(256)))
+    assert ledger.writes - writes <= 2  # the first record alone, then the other 255
+    reread = await BatchLedger(batch_key).load()  # no flush: as after a SIGKILL
+    assert reread.in_flight == {f"k{i}" for i in range(256)}
+    await ledger.close()
+
+
+async def test_a_failed_write_reaches_the_waiting_creates_and_the_next_write_succeeds(
+    batch_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from prefect_agent_runs.flows import _ledger
+
+    ledger = BatchLedger(batch_key)
+    await ledger.load()
+    await ledger.start(flow_run_id=None, credentials=None)
+    real = _ledger._Log._append_local
+    failures = iter([OSError(28, "No space left on device")])
+
+    def append_local(self: Any, data: bytes, durable: bool) -> None:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        real(self, data, durable)
+
+    monkeypatch.setattr(_ledger._Log, "_append_local", append_local)
+    answers = await asyncio.gather(ledger.creating("a"), return_exceptions=True)
+    assert isinstance(answers[0], OSError)  # the create is not sent: nothing was recorded
+    await ledger.creating("b")  # the writer is still there
+    reread = await BatchLedger(batch_key).load()
+    assert reread.in_flight == {"b"}
+    await ledger.close()
+
+
 async def test_ledger_read_error_is_raised_not_ignored(batch_key: str) -> None:
     ledger = BatchLedger(batch_key)
     await ledger.load()
