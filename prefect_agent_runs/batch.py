@@ -57,6 +57,7 @@ from typing import Any, Protocol, runtime_checkable
 import anyio
 
 from prefect_agent_runs import timing
+from prefect_agent_runs._heap import frozen_heap
 from prefect_agent_runs.errors import (
     AgentRunsError,
     NotFound,
@@ -713,7 +714,8 @@ async def run_items(
         clock=clock,
         sleep=sleep,
     )
-    return await engine.run(_aiter(requests))
+    with frozen_heap():  # what was alive before the batch is not scanned again
+        return await engine.run(_aiter(requests))
 
 
 async def watch_runs(

@@ -633,3 +633,52 @@ async def test_bulk_watch_times_out_and_cancels() -> None:
     assert outcomes[0].error_type == "RunTimedOut"
     assert client.calls["cancel_run"] == 1
     assert client.runs[outcomes[0].run.id].status is RunStatus.CANCELLED  # type: ignore[union-attr]
+
+
+# -- the heap while a batch runs (prefect_agent_runs._heap) ----------------------------------
+
+
+async def test_objects_alive_before_a_batch_are_frozen_while_it_runs_and_thawed_after() -> None:
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    seen: list[int] = []
+    slow = RunRequest(assistant_id="a1", message="slow", key="slow", options={})
+    client = FakeClient()
+    first = asyncio.ensure_future(
+        run_items(
+            client,
+            [req(f"a{i}", ticks=20) for i in range(3)],
+            policy=POLICY,
+            on_outcome=lambda o: seen.append(gc.get_freeze_count()),
+        )
+    )
+    await asyncio.sleep(0)
+    frozen = gc.get_freeze_count()
+    assert frozen > 1000  # the modules, the test session, this test's objects
+    # a second batch in the same process while the first runs: frozen once, thawed once
+    await run_items(client, [req("b0"), slow], policy=POLICY)
+    assert gc.get_freeze_count() > 1000  # not thawed: the first batch still runs
+    await first
+    assert len(seen) == 3 and min(seen) > 1000
+    assert gc.get_freeze_count() == 0  # thawed: what died meanwhile can be collected
+
+
+async def test_a_process_that_froze_its_own_objects_is_left_alone() -> None:
+    import gc
+
+    gc.freeze()
+    try:
+        before = gc.get_freeze_count()
+        during: list[int] = []
+        await run_items(
+            FakeClient(),
+            [req("k0"), req("k1")],
+            policy=POLICY,
+            on_outcome=lambda o: during.append(gc.get_freeze_count()),
+        )
+        # nothing more was frozen (the engine's own objects would count), nothing thawed
+        assert len(during) == 2 and 0 < max(during) <= before
+        assert 0 < gc.get_freeze_count() <= before
+    finally:
+        gc.unfreeze()
