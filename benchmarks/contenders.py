@@ -442,6 +442,7 @@ PRELOAD = {
     "poll2s": ("langgraph_sdk", "openai"),
     "engine": ("prefect_agent_runs.batch", "prefect_agent_runs.blocks"),
     "run_batch": ("prefect_agent_runs.flows", "prefect_agent_runs.blocks"),
+    "run_batch_temp": ("prefect_agent_runs.flows", "prefect_agent_runs.blocks"),
     "task_per_poll": ("prefect", "langgraph_sdk", "openai"),
 }
 
@@ -451,7 +452,7 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
         importlib.import_module(module)  # imports are not part of the measurement
     probe = Probe(a.url)
     extra: dict[str, Any] = {}
-    uses_prefect = a.contender in ("run_batch", "task_per_poll")
+    uses_prefect = a.contender in ("run_batch", "run_batch_temp", "task_per_poll")
     if uses_prefect:
         extra["prefect_cold_start"] = await prefect_cold_start()
     probe.requests = 0
@@ -471,7 +472,7 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
             await openai_sdk_script(probe, a, poll=True)
     elif a.contender == "engine":
         await engine(probe, a)
-    elif a.contender == "run_batch":
+    elif a.contender in ("run_batch", "run_batch_temp"):  # the Prefect server differs
         await run_batch(probe, a, extra)
     elif a.contender == "task_per_poll":
         await task_per_poll(probe, a, extra)

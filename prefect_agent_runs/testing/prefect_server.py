@@ -81,6 +81,11 @@ class PrefectServer(Startable):
         return f"{self.url}/api"
 
     @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (its children are its workers)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def log_path(self) -> Path:
         """The server's combined stdout and stderr."""
         return self.home / "server.log"
@@ -119,6 +124,7 @@ class PrefectServer(Startable):
             **self.server_env,
         )
         env.pop("PREFECT_API_URL")  # the server itself must not call another one
+        self.home.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("wb")
         command = [sys.executable, "-m", "prefect", "server", "start"]
         command += ["--host", "127.0.0.1", "--port", str(self.port), "--analytics-off"]
