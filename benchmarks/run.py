@@ -500,6 +500,10 @@ def write_results(
     path.write_text("\n".join(body), encoding="utf-8")
 
 
+def _this_round(names: list[str], index: int, first_only: list[str]) -> list[str]:
+    return [c for c in names if index == 0 or c not in first_only]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 round, small N")
@@ -514,7 +518,7 @@ def main() -> None:
     parser.add_argument(
         "--big-contenders",
         nargs="*",
-        default=["run_batch", "engine", "sdk"],
+        default=["run_batch", "run_batch_temp", "engine", "sdk"],
         help="contenders run at the big sizes: assistants above 1,000 and the LangGraph server "
         "holding 10,000 threads (one round each; seed 003's recipe took over 11 minutes there)",
     )
@@ -523,6 +527,18 @@ def main() -> None:
     )
     parser.add_argument(
         "--big-rounds", type=int, default=1, help="rounds at the Assistants sizes above 1,000"
+    )
+    parser.add_argument(
+        "--huge-contenders",
+        nargs="*",
+        default=["run_batch_temp"],
+        help="contenders run at the Assistants sizes above 10,000 (one round)",
+    )
+    parser.add_argument(
+        "--first-round-only",
+        nargs="*",
+        default=["task_per_poll", "run_batch_temp"],
+        help="contenders measured in the first round only (the slow and the side rows)",
     )
     parser.add_argument(
         "--stop-at",
@@ -592,7 +608,8 @@ def main() -> None:
 
     if "langgraph" in args.workloads:
         for r in range(rounds):
-            order = args.contenders if r % 2 == 0 else list(reversed(args.contenders))
+            names = _this_round(args.contenders, r, args.first_round_only)
+            order = names if r % 2 == 0 else list(reversed(names))
             print(f"langgraph round {r + 1}/{rounds}", flush=True)
             for contender in order:
                 attempt(
@@ -632,14 +649,16 @@ def main() -> None:
                 )
     if "assistants" in args.workloads:
         for n in sizes:
-            names = (
-                args.contenders
-                if n <= 1000
-                else [c for c in args.contenders if c in args.big_contenders]
-            )
-            count = (args.assistants_rounds or rounds) if n <= 1000 else args.big_rounds
+            if n <= 1000:
+                names, count = args.contenders, args.assistants_rounds or rounds
+            elif n <= 10000:
+                names = [c for c in args.contenders if c in args.big_contenders]
+                count = args.big_rounds
+            else:
+                names, count = [c for c in args.contenders if c in args.huge_contenders], 1
             for r in range(count):
-                order = names if r % 2 == 0 else list(reversed(names))
+                here = _this_round(names, r, args.first_round_only)
+                order = here if r % 2 == 0 else list(reversed(here))
                 print(f"assistants N={n} round {r + 1}/{count}", flush=True)
                 for contender in order:
                     attempt(
