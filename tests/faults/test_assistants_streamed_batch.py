@@ -120,6 +120,11 @@ def check_all_completed(emu: AssistantsEmulator, outcomes: list[RunOutcome], n: 
     assert max(per_thread.values()) == 1
 
 
+def fault_the_creates(emu: AssistantsEmulator, **faults: Any) -> None:
+    """Faults on the run creates only (``POST /threads/{id}/runs``), not the thread creates."""
+    emu.inject_faults(paths=["/threads/*/runs"], methods=["POST"], **faults)
+
+
 def streamed_creates(emu: AssistantsEmulator) -> list[Any]:
     return [
         r
@@ -242,14 +247,8 @@ async def test_a_create_that_fails_before_its_first_event_is_reconciled(
     emu: AssistantsEmulator, after_commit: bool
 ) -> None:
     n = 30
-    emu.inject_faults(
-        rate=0.5,
-        statuses=(500, 502, 503),
-        retry_after=None,
-        seed=3,
-        paths=["/threads/*/runs"],
-        methods=["POST"],
-        after_commit=after_commit,
+    fault_the_creates(
+        emu, rate=0.5, statuses=(500, 502, 503), retry_after=None, seed=3, after_commit=after_commit
     )
     outcomes = await batch(emu, requests(n))
     emu.clear_faults()
@@ -266,14 +265,7 @@ async def test_a_rate_limited_create_is_sent_again_after_its_retry_after(
     emu: AssistantsEmulator,
 ) -> None:
     n = 20
-    emu.inject_faults(
-        rate=0.4,
-        statuses=(429,),
-        retry_after=0.05,
-        seed=9,
-        paths=["/threads/*/runs"],
-        methods=["POST"],
-    )
+    fault_the_creates(emu, rate=0.4, statuses=(429,), retry_after=0.05, seed=9)
     outcomes = await batch(emu, requests(n))
     emu.clear_faults()
     limited = [r for r in streamed_creates(emu) if r.fault == 429]
@@ -286,15 +278,7 @@ async def test_a_create_whose_answer_times_out_is_found_not_resent(
     emu: AssistantsEmulator,
 ) -> None:
     n = 12
-    emu.inject_faults(
-        rate=0.5,
-        statuses=(),
-        delay_seconds=1.5,
-        seed=5,
-        paths=["/threads/*/runs"],
-        methods=["POST"],
-        after_commit=True,
-    )
+    fault_the_creates(emu, rate=0.5, statuses=(), delay_seconds=1.5, seed=5, after_commit=True)
     outcomes = await batch(emu, requests(n), client={"request_timeout_seconds": 0.5})
     emu.clear_faults()
     assert len(streamed_creates(emu)) == n
