@@ -384,8 +384,7 @@ class BatchLedger:
                 "flow_run": flow_run_id,
                 "backend": self.backend,
                 "credentials": reference,
-            },
-            durable=True,
+            }
         )
         self._writer = asyncio.ensure_future(self._write_loop())
         self._ticker = asyncio.ensure_future(self._tick_loop())
@@ -404,12 +403,12 @@ class BatchLedger:
     async def creating(self, key: str) -> None:
         """Durably record that a create is about to be sent for ``key``."""
         self.in_flight.add(key)
-        await self._append({"t": "creating", "key": key}, durable=True)
+        await self._append({"t": "creating", "key": key})
 
     async def created(self, key: str, run: Run) -> None:
         """Durably record ``key``'s run (a fresh create or a re-attachment)."""
         self._apply(self._run_record(key, run))
-        await self._append(self._run_record(key, run), durable=True)
+        await self._append(self._run_record(key, run))
 
     def refused(self, key: str) -> None:
         """A create was refused (nothing exists): the key is no longer in flight."""
@@ -425,7 +424,8 @@ class BatchLedger:
         self._apply(record)
         self._pending.append(record)
 
-    async def _append(self, record: dict[str, Any], *, durable: bool) -> None:
+    async def _append(self, record: dict[str, Any]) -> None:
+        """Write ``record`` durably (fsync'ed), with whatever else is waiting."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append(record)
         self._waiters.append(waiter)
