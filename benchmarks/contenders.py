@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import inspect
 import json
@@ -46,6 +47,22 @@ ASSISTANT_ID = "asst_bench"
 POLL_SECONDS = 2.0
 LANGGRAPH_TERMINAL = {"success", "error", "timeout", "interrupted"}
 ASSISTANTS_TERMINAL = {"completed", "failed", "cancelled", "expired", "incomplete"}
+
+
+class GcClock:
+    """Seconds spent in CPython's cyclic collections, and how many were full ones."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.full = 0
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        self.seconds += time.perf_counter() - self._began
+        self.full += info["generation"] == 2
 
 
 class Probe:
@@ -456,6 +473,8 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
     if uses_prefect:
         extra["prefect_cold_start"] = await prefect_cold_start()
     probe.requests = 0
+    gc_clock = GcClock()
+    gc.callbacks.append(gc_clock)
     prefect_cpu0 = children_cpu_seconds()
     cpu0 = cpu_seconds()
     started = time.time()
@@ -481,6 +500,7 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     requests = probe.requests
     client_cpu = cpu_seconds() - cpu0
+    gc.callbacks.remove(gc_clock)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if uses_prefect:
         extra["prefect_server_cpu"] = children_cpu_seconds() - prefect_cpu0
@@ -495,6 +515,8 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
         "started": started,
         "wall": wall,
         "client_cpu": client_cpu,
+        "gc_seconds": gc_clock.seconds,
+        "gc_full_collections": gc_clock.full,
         "peak_rss_mb": peak_rss_mb,
         "requests": requests,
         "seen": probe.seen,
@@ -519,7 +541,8 @@ def main() -> None:
         json.dump(result, out)
     print(
         f"{a.backend} {a.contender} n={a.n}: {result['wall']:.1f} s wall, "
-        f"{result['requests']} requests, {result['client_cpu']:.1f} s CPU",
+        f"{result['requests']} requests, {result['client_cpu']:.1f} s CPU "
+        f"(GC {result['gc_seconds']:.1f} s, {result['gc_full_collections']} full collections)",
         file=sys.stderr,
     )
 

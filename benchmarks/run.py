@@ -63,6 +63,7 @@ _RUN_END = re.compile(
     r"Background run (?:succeeded|failed|interrupted|timed out)\b.*?"
     r"run_created_at=(\S+).*?run_ended_at=(\S+).*?run_id=(\S+)"
 )
+_THREAD_ID = re.compile(r"thread_id=(\S+)")
 
 
 @dataclass
@@ -196,11 +197,16 @@ def _figures(
     ends: dict[str, tuple[float, float]],
     server_cpu: float,
     other_cpu: float,
+    visible: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     n = result["n"]
     seen: dict[str, float] = result["seen"]
     mine = {rid: ends[rid] for rid in seen if rid in ends}
     lags = [seen[rid] - end for rid, (_, end) in mine.items()]
+    # the server's own part of the lag: its end -> the end becomes visible to any client
+    shown = {rid: visible[rid] for rid in mine if rid in visible} if visible else {}
+    floor = [at - mine[rid][1] for rid, at in shown.items()]
+    after = [seen[rid] - at for rid, at in shown.items()]
     makespan = (
         max(end for _, end in mine.values()) - min(c for c, _ in mine.values()) if mine else None
     )
@@ -211,7 +217,14 @@ def _figures(
         "server_cpu_ms_per_run": 1000 * server_cpu / n,
         "lag_p50_ms": 1000 * lag if (lag := _percentile(lags, 0.5)) is not None else None,
         "lag_p99_ms": 1000 * lag if (lag := _percentile(lags, 0.99)) is not None else None,
+        "visible_p99_ms": 1000 * lag if (lag := _percentile(floor, 0.99)) is not None else None,
+        "after_visible_p99_ms": (
+            1000 * lag if (lag := _percentile(after, 0.99)) is not None else None
+        ),
         "client_cpu_per_1000": 1000 * result["client_cpu"] / n,
+        "client_gc_per_1000": (
+            1000 * result["gc_seconds"] / n if "gc_seconds" in result else None
+        ),
         "prefect_server_cpu_per_1000": (
             1000 * result["prefect_server_cpu"] / n if "prefect_server_cpu" in result else None
         ),
@@ -240,6 +253,53 @@ def _langgraph_ends(server: LangGraphDevServer) -> dict[str, tuple[float, float]
     return ends
 
 
+def _langgraph_visible(
+    server: LangGraphDevServer, ends: dict[str, tuple[float, float]]
+) -> dict[str, float]:
+    """When each run's end became visible to clients: its thread's last ``updated_at``.
+
+    The dev server sets the run's status and its thread's status (and ``updated_at``) in one
+    step after the run's ``run_ended_at``; a join, a run GET and a thread search all learn
+    of the end from that step on. Read after the round (the threads are not touched since).
+    """
+    assert server.log_path is not None
+    thread_of = {}
+    for line in _ANSI.sub("", server.log_path.read_text(errors="replace")).splitlines():
+        end, thread = _RUN_END.search(line), _THREAD_ID.search(line)
+        if end and thread and end.group(3) in ends:
+            thread_of[end.group(3)] = thread.group(1)
+    wanted = set(thread_of.values())
+    updated: dict[str, float] = {}
+    with httpx.Client(base_url=server.base_url, timeout=120) as http:
+        offset = 0
+        while True:
+            page = http.post(
+                "/threads/search",
+                json={"limit": 1000, "offset": offset, "select": ["thread_id", "updated_at"]},
+            ).json()
+            updated.update(
+                (t["thread_id"], _iso(t["updated_at"])) for t in page if t["thread_id"] in wanted
+            )
+            if len(page) < 1000 or len(updated) == len(wanted):
+                break
+            offset += len(page)
+    return {rid: updated[tid] for rid, tid in thread_of.items() if tid in updated}
+
+
+def _server_gc(log: Path, start: float, end: float) -> dict[str, Any]:
+    """The server's garbage-collection pauses while the contender ran."""
+    pauses = []
+    if log.exists():
+        for line in log.read_text().splitlines():
+            at, _, ms = line.split()
+            if start <= float(at) <= end:
+                pauses.append(float(ms))
+    return {
+        "server_gc_pauses_50ms": sum(ms >= 50 for ms in pauses),
+        "server_gc_max_ms": max(pauses, default=0.0),
+    }
+
+
 def _langgraph_round(
     contender: str, n: int, sleep: float, concurrency: int, template: Path | None
 ) -> dict[str, Any]:
@@ -248,7 +308,9 @@ def _langgraph_round(
         state = work / "server"
         if template is not None:
             shutil.copytree(template, state)
-        with LangGraphDevServer(n_jobs_per_worker=64, workdir=state) as server:
+        gc_log = work / "server-gc.log"
+        gc_env = {"PYTHONPATH": str(HERE / "server_gc"), "BENCH_SERVER_GC_LOG": str(gc_log)}
+        with LangGraphDevServer(n_jobs_per_worker=64, workdir=state, env=gc_env) as server:
             assert server.pid is not None
             cpu0, busy0, t0 = _cpu(server.pid), _busy_cpu(), time.perf_counter()
             result = _run_contender(
@@ -257,9 +319,12 @@ def _langgraph_round(
             server_cpu = _cpu(server.pid) - cpu0
             elapsed, busy = time.perf_counter() - t0, _busy_cpu() - busy0
             ends = _langgraph_ends(server)
+            visible = _langgraph_visible(server, ends)
         own = server_cpu + result["client_cpu"] + result.get("prefect_server_cpu", 0.0)
         other = 100 * max(0.0, busy - own) / (elapsed * psutil.cpu_count())
-        return _figures(result, ends, server_cpu, other)
+        figures = _figures(result, ends, server_cpu, other, visible)
+        figures.update(_server_gc(gc_log, result["started"], result["started"] + result["wall"]))
+        return figures
 
 
 def _prefill(template: Path, threads: int) -> float:
@@ -358,7 +423,12 @@ COLUMNS = [
     ("server CPU ms / run", "server_cpu_ms_per_run", 1),
     ("lag p50 ms", "lag_p50_ms", 0),
     ("lag p99 ms", "lag_p99_ms", 0),
+    ("server's end -> visible p99 ms", "visible_p99_ms", 0),
+    ("visible -> seen p99 ms", "after_visible_p99_ms", 0),
+    ("server GC pauses >= 50 ms", "server_gc_pauses_50ms", 0),
+    ("server's longest GC pause ms", "server_gc_max_ms", 0),
     ("client CPU s / 1,000 runs", "client_cpu_per_1000", 1),
+    ("of which GC s / 1,000", "client_gc_per_1000", 2),
     ("Prefect server CPU s / 1,000", "prefect_server_cpu_per_1000", 1),
     ("peak RSS MB", "peak_rss_mb", 0),
     ("Prefect log records", "prefect_logs", 0),
@@ -479,9 +549,17 @@ def write_results(
         "",
         "Medians over the rounds shown. Detection lag: the run ended on the server (the"
         " server's own timestamp: LangGraph's `run_ended_at` log field, the emulator's scripted"
-        " end) until the contender learned it. Requests are counted at the client's httpx"
+        " end) until the contender learned it. On LangGraph it has two parts: the server's"
+        " own (from `run_ended_at` until it sets the run's and the thread's status, the"
+        " thread's `updated_at`: no client can learn of the end before that) and the"
+        " contender's (from then until it saw the end)."
+        " The LangGraph server's garbage-collection pauses are timed by a `gc.callbacks`"
+        " hook (benchmarks/server_gc): while one runs, the server answers nothing."
+        " Requests are counted at the client's httpx"
         " (retries included) on LangGraph, at the emulator on the Assistants workload. Server CPU: the server process and its children (psutil)."
-        " Client CPU: the contender's own process. run_batch and the task-per-poll pattern"
+        " Client CPU: the contender's own process (its cyclic garbage collections timed"
+        " by a `gc.callbacks` hook)."
+        " run_batch and the task-per-poll pattern"
         " talk to a `prefect server start` of their own, started fresh for each round (as"
         " deployed flows do; its CPU is a separate column); run_batch_temp takes Prefect's"
         " default, a temporary server that the flow run's process starts and partly hosts."
