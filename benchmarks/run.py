@@ -222,9 +222,7 @@ def _figures(
             1000 * lag if (lag := _percentile(after, 0.99)) is not None else None
         ),
         "client_cpu_per_1000": 1000 * result["client_cpu"] / n,
-        "client_gc_per_1000": (
-            1000 * result["gc_seconds"] / n if "gc_seconds" in result else None
-        ),
+        "client_gc_per_1000": (1000 * result["gc_seconds"] / n if "gc_seconds" in result else None),
         "prefect_server_cpu_per_1000": (
             1000 * result["prefect_server_cpu"] / n if "prefect_server_cpu" in result else None
         ),
