@@ -28,6 +28,7 @@ from prefect.client.orchestration import PrefectClient, get_client
 from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
 
+from prefect_agent_runs._signals import stoppable
 from prefect_agent_runs.backends import registry
 from prefect_agent_runs.backends.base import batch_tags
 from prefect_agent_runs.batch import (
@@ -371,6 +372,7 @@ async def _name_flow_run(api: PrefectClient, mode: Mode, batch_key: str, logger:
         logger.debug("could not name the flow run after the batch: %s", exc)
 
 
+@stoppable
 async def execute(
     mode: Mode,
     credentials: AgentRunsCredentials,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect_agent_runs._signals import stoppable
 from prefect_agent_runs.backends.base import RunEvent
 from prefect_agent_runs.blocks.credentials import AgentRunsCredentials
 from prefect_agent_runs.errors import ValidationError
@@ -42,6 +43,7 @@ async def _get_run(credentials: AgentRunsCredentials, run: Run | str, thread_id:
         return await client.get_run(_run_id(run), thread_id=_thread_of(run, thread_id))
 
 
+@stoppable  # SIGTERM inside a loop callback still cancels the remote run
 async def _wait_for_run(
     credentials: AgentRunsCredentials,
     run: Run | str,

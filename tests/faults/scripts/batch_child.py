@@ -12,7 +12,10 @@ kernel (SIGCHLD ignored in the zygote).
 CONFIG_JSON keys: ``backend`` (``langgraph`` or ``openai_assistants``), ``base_url``,
 ``batch_key``, ``n``, ``sleep`` (LangGraph: seconds each run sleeps; Assistants: the
 emulator script's seconds), ``max_concurrency``, optional ``max_active_runs``,
-``timeout_seconds``, ``api_key_env`` (Assistants: the variable holding the key).
+``timeout_seconds``, ``api_key_env`` (Assistants: the variable holding the key),
+``hog_loop`` (seconds: the main thread's event loops spend that long in a plain callback,
+every few milliseconds, so that a signal mostly lands inside a callback, where ``asyncio``
+would swallow Prefect's ``TerminationSignal``).
 
 The Prefect API and the result storage come from the environment. Prints ``STARTED``
 when the batch begins and ``DONE <json counts>`` at the end.
@@ -63,11 +66,34 @@ def credentials(config: dict[str, Any]) -> Any:
     return AssistantsCredentials(base_url=config["base_url"], api_key=SecretStr(key))
 
 
+def hog_main_thread_loops(seconds: float) -> None:
+    """Every event loop the main thread makes from now on blocks in a callback most of
+    the time (``time.sleep`` in a timer callback: a signal then runs its handler there)."""
+    import asyncio
+    import threading
+    import time
+
+    def hog(loop: asyncio.AbstractEventLoop) -> None:
+        time.sleep(seconds)
+        loop.call_later(seconds / 10, hog, loop)
+
+    class Hogging(asyncio.DefaultEventLoopPolicy):
+        def new_event_loop(self) -> asyncio.AbstractEventLoop:
+            loop = super().new_event_loop()
+            if threading.current_thread() is threading.main_thread():
+                loop.call_soon(hog, loop)
+            return loop
+
+    asyncio.set_event_loop_policy(Hogging())
+
+
 def run(config: dict[str, Any]) -> None:
     import faulthandler
     import signal
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # the tests' "where are you?"
+    if config.get("hog_loop"):
+        hog_main_thread_loops(float(config["hog_loop"]))
     print("STARTED", flush=True)
     kwargs: dict[str, Any] = {}
     if "max_active_runs" in config:
