@@ -42,27 +42,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from benchmarks.server_gc.gcclock import GcClock
+
 GRAPH_ID = "echo"
 ASSISTANT_ID = "asst_bench"
 POLL_SECONDS = 2.0
 LANGGRAPH_TERMINAL = {"success", "error", "timeout", "interrupted"}
 ASSISTANTS_TERMINAL = {"completed", "failed", "cancelled", "expired", "incomplete"}
-
-
-class GcClock:
-    """Seconds spent in CPython's cyclic collections, and how many were full ones."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self.full = 0
-        self._began = 0.0
-
-    def __call__(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._began = time.perf_counter()
-            return
-        self.seconds += time.perf_counter() - self._began
-        self.full += info["generation"] == 2
 
 
 class Probe:

@@ -192,6 +192,10 @@ def _run_contender_process(
     return result
 
 
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else 1000 * seconds
+
+
 def _figures(
     result: dict[str, Any],
     ends: dict[str, tuple[float, float]],
@@ -215,12 +219,10 @@ def _figures(
         "wall_over_makespan": result["wall"] / makespan if makespan else None,
         "requests_per_run": result["requests"] / n,
         "server_cpu_ms_per_run": 1000 * server_cpu / n,
-        "lag_p50_ms": 1000 * lag if (lag := _percentile(lags, 0.5)) is not None else None,
-        "lag_p99_ms": 1000 * lag if (lag := _percentile(lags, 0.99)) is not None else None,
-        "visible_p99_ms": 1000 * lag if (lag := _percentile(floor, 0.99)) is not None else None,
-        "after_visible_p99_ms": (
-            1000 * lag if (lag := _percentile(after, 0.99)) is not None else None
-        ),
+        "lag_p50_ms": _ms(_percentile(lags, 0.5)),
+        "lag_p99_ms": _ms(_percentile(lags, 0.99)),
+        "visible_p99_ms": _ms(_percentile(floor, 0.99)),
+        "after_visible_p99_ms": _ms(_percentile(after, 0.99)),
         "client_cpu_per_1000": 1000 * result["client_cpu"] / n,
         "client_gc_per_1000": (1000 * result["gc_seconds"] / n if "gc_seconds" in result else None),
         "prefect_server_cpu_per_1000": (
