@@ -34,6 +34,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_base
 
 from prefect_agent_runs import timing
+from prefect_agent_runs._cycles import release_response, release_retrying
 from prefect_agent_runs._pool import ShardedTransport
 from prefect_agent_runs._version import __version__
 from prefect_agent_runs.errors import (
@@ -375,6 +376,7 @@ class Transport:
                     await self._read_capped(response, action)
                 finally:
                     await response.aclose()
+                    release_response(response)
         except httpx.HTTPError as exc:
             self.stats.by_status[0] = self.stats.by_status.get(0, 0) + 1
             error = self._transport_error(exc, action)
@@ -452,6 +454,27 @@ class Transport:
             ApiError: The server answered with an error (after retries, when allowed).
             TransportError: No usable answer (after retries, when allowed).
         """
+
+        async def attempt() -> httpx.Response | tuple[httpx.Response, Any]:
+            response = await self._send_once(
+                method,
+                path,
+                action=action,
+                mode=mode,
+                json_body=json,
+                params=params,
+                headers=headers,
+                timeout=timeout,
+            )
+            if not decode:
+                return response
+            try:
+                return response, self.decode(response, action)
+            except ServerError as exc:
+                if mode is RetryMode.IDEMPOTENT:
+                    raise _RetryableError(exc, None) from None
+                raise
+
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retry_policy.max_retries + 1),
             wait=_wait_hint_or_backoff(self.retry_policy),
@@ -461,35 +484,14 @@ class Transport:
             before_sleep=self._log_retry,
         )
         try:
-            async for attempt in retrying:
-                with attempt:
-                    if attempt.retry_state.attempt_number > 1:
-                        self.stats.retries += 1
-                    response = await self._send_once(
-                        method,
-                        path,
-                        action=action,
-                        mode=mode,
-                        json_body=json,
-                        params=params,
-                        headers=headers,
-                        timeout=timeout,
-                    )
-                    if not decode:
-                        return response
-                    try:
-                        return response, self.decode(response, action)
-                    except ServerError as exc:
-                        if mode is RetryMode.IDEMPOTENT:
-                            raise _RetryableError(exc, None) from None
-                        raise
+            return await retrying(attempt)
         except _RetryableError as exc:
             raise exc.error from exc.__cause__
-        raise AssertionError(
-            "unreachable: tenacity returned without an outcome"
-        )  # pragma: no cover
+        finally:
+            release_retrying(retrying)
 
     def _log_retry(self, state: RetryCallState) -> None:
+        self.stats.retries += 1
         exc = state.outcome.exception() if state.outcome is not None else None
         delay = state.next_action.sleep if state.next_action is not None else 0.0
         logger.info(
@@ -575,6 +577,7 @@ class Transport:
         """
         self.stats.requests += 1
         stream_timeout = httpx.Timeout(self.request_timeout_seconds, read=timeout, pool=None)
+        response: httpx.Response | None = None
         try:
             async with (
                 self.slots,
@@ -597,6 +600,9 @@ class Transport:
                 yield response
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, action) from exc
+        finally:
+            if response is not None:
+                release_response(response)
 
 
 def check_base_url(base_url: str, *, backend: str) -> None:

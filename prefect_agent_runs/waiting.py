@@ -38,6 +38,7 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 from prefect_agent_runs import timing
+from prefect_agent_runs._cycles import release_retrying
 from prefect_agent_runs.errors import (
     AgentRunsError,
     RateLimited,
@@ -310,6 +311,8 @@ async def wait_for_terminal(
         if not isinstance(exc, Exception) and cancel is not None and not last.status.is_terminal:
             await cancel_quietly(cancel, last, reason=f"{type(exc).__name__}")
         raise
+    finally:
+        release_retrying(retrying)
 
 
 def is_active(status: RunStatus) -> bool:
