@@ -57,7 +57,7 @@ from typing import Any, Protocol, runtime_checkable
 import anyio
 
 from prefect_agent_runs import timing
-from prefect_agent_runs._heap import frozen_heap
+from prefect_agent_runs._heap import batch_gc
 from prefect_agent_runs.errors import (
     AgentRunsError,
     NotFound,
@@ -714,7 +714,7 @@ async def run_items(
         clock=clock,
         sleep=sleep,
     )
-    with frozen_heap():  # what was alive before the batch is not scanned again
+    with batch_gc():  # the old heap frozen, the young generation wide (_heap.py)
         return await engine.run(_aiter(requests))
 
 
