@@ -80,6 +80,9 @@ async def stop_signals_reach() -> AsyncIterator[None]:
         yield
         return
     watch = _WATCHES.get(loop)
+    if watch is not None and task in watch.caught:  # nested in the same task: the outer
+        yield  # block catches the signal and raises it
+        return
     if watch is None:
         watch = _WATCHES[loop] = _Watch(loop)
     watch.caught[task] = None

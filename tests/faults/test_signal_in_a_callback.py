@@ -127,3 +127,25 @@ def test_two_batches_in_one_loop_both_stop_and_other_errors_still_reach_the_hand
     assert sorted(stopped) == ["a", "b"]
     assert [type(e) for e in errors] == [TerminationSignal, TerminationSignal]
     assert [type(e) for e in seen] == [ValueError]
+
+
+@pytest.mark.usefixtures("prefect_sigterm_handler")
+def test_nested_in_the_same_task_the_outer_block_raises_the_signal() -> None:
+    """A wait task inside a batch's task, say: one cancellation, one raise, at the outer."""
+    unwound: list[str] = []
+
+    async def main() -> None:
+        async with stop_signals_reach():
+            try:
+                async with stop_signals_reach():
+                    try:
+                        _sigterm_in_a_callback()
+                        await asyncio.wait_for(asyncio.Event().wait(), SAFETY)
+                    finally:
+                        unwound.append("inner")
+            finally:
+                unwound.append("outer")
+
+    with pytest.raises(TerminationSignal):
+        asyncio.run(main())
+    assert unwound == ["inner", "outer"]
