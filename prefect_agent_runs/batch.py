@@ -57,6 +57,7 @@ from typing import Any, Protocol, runtime_checkable
 import anyio
 
 from prefect_agent_runs import timing
+from prefect_agent_runs._compact import Compactor
 from prefect_agent_runs._heap import batch_gc
 from prefect_agent_runs.errors import (
     AgentRunsError,
@@ -320,6 +321,7 @@ class _Engine:
             max(max_concurrency, max_active_runs or 0) if self.watch_on_create else max_concurrency
         )
         self.outcomes: list[RunOutcome] = []
+        self.compactor = Compactor()
         self.seen: set[str] = set()
         self.pull_lock = asyncio.Lock()
         self.watch_queue: asyncio.Queue[_Item | None] = asyncio.Queue()
@@ -506,6 +508,7 @@ class _Engine:
             if item.since is not None and r.status.is_terminal:
                 # measured here (monotonic): servers' timestamps may be whole seconds
                 outcome.seconds_running = round(self.clock() - item.since, 3)
+        self.compactor.outcome(outcome)  # kept to the batch's end: what repeats, once
         if self.active is not None:
             self.active.release()
         try:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from prefect_agent_runs._compact import own_fields_set
 from prefect_agent_runs.errors import AgentRunsError, RunTimedOut
 
 __all__ = [
@@ -187,7 +188,15 @@ class RunRequest(BaseModel):
         return self.model_copy(update={"metadata": {**self.metadata, **extra}})
 
 
-class ThreadResult(BaseModel):
+class _Changeable(BaseModel):
+    """A model that may change after a batch shared its set of field names (``_compact.py``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        own_fields_set(self)
+        super().__setattr__(name, value)
+
+
+class ThreadResult(_Changeable):
     """What one run wrote to its thread.
 
     Attributes:
@@ -209,7 +218,7 @@ class ThreadResult(BaseModel):
     source: str | None = None
 
 
-class RunOutcome(BaseModel):
+class RunOutcome(_Changeable):
     """The end of one batch item: its last run state, its result, or why it failed.
 
     Attributes:
