@@ -12,7 +12,8 @@ them, and checks three things:
 
 Cases: SIGTERM and SIGINT of a process running ``run_batch`` (on a Prefect API) and of
 the ``prefect-agent-runs`` command (Prefect's embedded server: the orphan of issue 13);
-a Prefect task timeout around the wait. Not here yet: ``timeout_seconds`` per run inside
+SIGTERM to an async flow waiting in the ``await_for_run`` task while its event loop sits in
+callbacks; a Prefect task timeout around the wait. Not here yet: ``timeout_seconds`` per run inside
 ``run_batch`` with an injected clock (a clock injected through ``run_items``' default did
 not end the batch early: to be found out); the per-run deadline itself is tested with an
 injected clock in ``tests/faults/test_bad_input.py`` ("a run that never finishes"). The
@@ -101,10 +102,11 @@ def _signal_when_active(
     key: str,
     n: int,
     ready_timeout: float,
+    ready_text: str | None = None,
 ) -> Stopped:
-    """Once the child's ``n`` remote runs are active, send it ``sig`` and account: the runs
-    must end within 20 s; the child and every descendant seen must exit. The child's
-    process group is ended whatever happens."""
+    """Once the child's ``n`` remote runs are active (and ``ready_text`` is in its log),
+    send it ``sig`` and account: the runs must end within 20 s; the child and every
+    descendant seen must exit. The child's process group is ended whatever happens."""
     tree = Tree(child.pid)
     try:
         wait_until(
@@ -114,6 +116,14 @@ def _signal_when_active(
             alive=child,
             log=log,
         )
+        if ready_text is not None:
+            wait_until(
+                lambda: ready_text in log.read_text(errors="replace"),
+                timeout=ready_timeout,
+                what=repr(ready_text),
+                alive=child,
+                log=log,
+            )
         seen = dict(tree.snapshot())
         sent = time.monotonic()
         child.send_signal(sig)
@@ -167,6 +177,46 @@ def test_signal_to_a_flow_process(
         f"\n[cancel] {sig.name} to a flow process: {n} runs interrupted {stopped.gone:.2f} s "
         f"after the signal, exit {child.returncode} after {stopped.exited:.1f} s; flow run "
         f"{state}: {message}"
+    )
+
+
+def test_sigterm_to_a_process_waiting_in_a_wait_task(
+    langgraph_server: LangGraphDevServer, tmp_path: Path
+) -> None:
+    """An async flow waits for one remote run in the ``await_for_run`` task while its event loop sits
+    in a callback 90 % of the time; SIGTERM must still cancel that run (the task's body is
+    ``@stoppable``, ``prefect_agent_runs/_signals.py``). The signal is sent once the task
+    logged that it waits: a run created by ``create_run`` and not yet waited for is nobody's
+    to cancel (a flow may mean to leave it running)."""
+    url = langgraph_server.base_url
+    key = f"cancel-wait-{uuid.uuid4().hex[:6]}"
+    config: dict[str, Any] = {"backend": "langgraph", "base_url": url, "batch_key": key}
+    config.update(n=1, sleep=RUN_SECONDS, wait=True, hog_loop=0.05)
+    log = tmp_path / "child.log"
+    env = child_env(PREFECT_LOGGING_LEVEL="INFO")
+    child = start([script("batch_child.py"), json.dumps(config)], env, log)
+    stopped = _signal_when_active(
+        child,
+        log,
+        signal.SIGTERM,
+        url=url,
+        key=key,
+        n=1,
+        ready_timeout=120,
+        ready_text="Waiting for langgraph run",
+    )
+    assert stopped.left == {}, stopped.left
+    statuses = [r["status"] for r in _runs(url, key)]
+    assert statuses == ["interrupted"], statuses
+    assert child.returncode != 0, tail(log)
+    output = log.read_text()
+    assert "DONE" not in output, output[-3000:]
+    assert "'await_for_run-" in output and "aborted by a termination signal" in output, output[
+        -3000:
+    ]
+    print(
+        f"\n[cancel] SIGTERM to a waiting task: its run interrupted {stopped.gone:.2f} s after "
+        f"the signal, exit {child.returncode} after {stopped.exited:.1f} s"
     )
 
 

@@ -15,7 +15,10 @@ emulator script's seconds), ``max_concurrency``, optional ``max_active_runs``,
 ``timeout_seconds``, ``api_key_env`` (Assistants: the variable holding the key),
 ``hog_loop`` (seconds: the main thread's event loops spend that long in a plain callback,
 every few milliseconds, so that a signal mostly lands inside a callback, where ``asyncio``
-would swallow Prefect's ``TerminationSignal``).
+would swallow Prefect's ``TerminationSignal``), ``wait`` (true: instead of a batch, a flow
+that creates one run with the ``acreate_run`` task and waits for it with ``await_for_run``
+(async: on the main thread's event loop, where ``hog_loop`` acts);
+its thread carries the batch key's metadata, so the tests find it the same way).
 
 The Prefect API and the result storage come from the environment. Prints ``STARTED``
 when the batch begins and ``DONE <json counts>`` at the end.
@@ -87,6 +90,27 @@ def hog_main_thread_loops(seconds: float) -> None:
     asyncio.set_event_loop_policy(Hogging())
 
 
+def wait_for_one(config: dict[str, Any]) -> None:
+    """An async flow that creates one run and waits for it in an ``await_for_run`` task."""
+    import asyncio
+
+    from prefect import flow
+
+    from prefect_agent_runs import RunRequest
+    from prefect_agent_runs.models import METADATA_BATCH_KEY
+    from prefect_agent_runs.tasks import acreate_run, await_for_run
+
+    creds = credentials(config)
+    request = RunRequest(**items(config)[0], metadata={METADATA_BATCH_KEY: config["batch_key"]})
+
+    @flow(name="wait-child")
+    async def create_and_wait() -> str:
+        run = await acreate_run(creds, request)
+        return (await await_for_run(creds, run)).status.value
+
+    print("DONE", json.dumps({asyncio.run(create_and_wait()): 1}), flush=True)
+
+
 def run(config: dict[str, Any]) -> None:
     import faulthandler
     import signal
@@ -95,6 +119,9 @@ def run(config: dict[str, Any]) -> None:
     if config.get("hog_loop"):
         hog_main_thread_loops(float(config["hog_loop"]))
     print("STARTED", flush=True)
+    if config.get("wait"):
+        wait_for_one(config)
+        return
     kwargs: dict[str, Any] = {}
     if "max_active_runs" in config:
         kwargs["max_active_runs"] = config["max_active_runs"]
