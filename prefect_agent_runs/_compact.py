@@ -10,10 +10,10 @@ outcome (a :class:`~prefect_agent_runs.models.RunOutcome`, its ``Run`` and its
   handful of distinct ones. :meth:`Compactor.outcome` swaps each for a shared
   :class:`SharedNames`; a model that changes later takes a set of its own first
   (:func:`own_fields_set`, called by the models that can change).
-* **The scalars of the server's JSON.** ``json`` makes a new object for every string, int and
-  it decodes (and the models a datetime for each timestamp): each item has its own
-  ``"completed"``, ``"thread.run"``, assistant id, model name and timestamps. :meth:`Compactor.outcome` replaces each short one by an equal
-  object it has seen before, in place, in ``Run.raw``, ``Run.metadata``,
+* **The scalars of the server's JSON.** Decoding makes a new object for every string and
+  int (and the models a datetime for each timestamp): each item has its own
+  ``"completed"``, ``"thread.run"``, assistant id, model name and timestamps.
+  :meth:`Compactor.outcome` replaces each short one by an equal object seen before, in place, in ``Run.raw``, ``Run.metadata``,
   ``ThreadResult.messages`` and ``ThreadResult.values``, and in the models' own fields. Equal
   values of one type only (``1`` never stands in for ``True``, nor a time in one zone for
   the same time in another); floats are left alone (``0.0 == -0.0``), and containers are
