@@ -10,8 +10,8 @@ Workloads:
 * ``langgraph``: the real Agent Server (``langgraph dev --n-jobs-per-worker 64``),
   1,000 runs of 1 s, 64 creates in flight, each contender on a freshly started server in a
   fresh folder; rounds alternate the contenders (A B C A B C ...), medians are reported.
-* ``langgraph-10k``: one round on servers that already hold 10,000 earlier threads (a copy of
-  one prefilled state folder per contender).
+* ``langgraph-10k``: servers that already hold 10,000 earlier threads (a fresh copy of one
+  prefilled state folder for every contender and round; ``--big-rounds`` rounds, alternating).
 * ``assistants``: the Assistants emulator in its own process, runs of 0.5-2 s (scripted per
   run, the same for every contender), 256 creates in flight, at 1,000 / 10,000 / 100,000.
 
@@ -598,13 +598,17 @@ def main() -> None:
         nargs="*",
         default=["run_batch", "run_batch_temp", "engine", "sdk"],
         help="contenders run at the big sizes: assistants above 1,000 and the LangGraph server "
-        "holding 10,000 threads (one round each; seed 003's recipe took over 11 minutes there)",
+        "holding 10,000 threads (--big-rounds rounds; seed 003's recipe took over 11 minutes there)",
     )
     parser.add_argument(
         "--assistants-rounds", type=int, default=None, help="rounds at 1,000 (default: --rounds)"
     )
     parser.add_argument(
-        "--big-rounds", type=int, default=1, help="rounds at the Assistants sizes above 1,000"
+        "--big-rounds",
+        type=int,
+        default=1,
+        help="rounds at the big sizes: Assistants above 1,000 and the LangGraph server holding"
+        " 10,000 threads",
     )
     parser.add_argument(
         "--huge-contenders",
@@ -715,16 +719,21 @@ def main() -> None:
                     args.contenders_10k = []
             notes.append(
                 f"langgraph-{prefill // 1000}k: each contender on a copy of one server state holding"
-                f" {prefill:,} earlier finished threads (prefilled in {seconds:.0f} s), one round."
+                f" {prefill:,} earlier finished threads (prefilled in {seconds:.0f} s), a fresh"
+                f" copy for every round ({args.big_rounds} round(s), as --big-rounds says)."
             )
             workload = f"langgraph-{prefill // 1000}k"
-            for contender in args.contenders_10k:
-                attempt(
-                    workload,
-                    contender,
-                    lg_n,
-                    lambda c=contender: _langgraph_round(c, lg_n, 1.0, 64, template),
-                )
+            for r in range(args.big_rounds):
+                here = _this_round(args.contenders_10k, r, args.first_round_only)
+                order = here if r % 2 == 0 else list(reversed(here))
+                print(f"{workload} round {r + 1}/{args.big_rounds}", flush=True)
+                for contender in order:
+                    attempt(
+                        workload,
+                        contender,
+                        lg_n,
+                        lambda c=contender: _langgraph_round(c, lg_n, 1.0, 64, template),
+                    )
     if "assistants" in args.workloads:
         for n in sizes:
             if n <= 1000:
