@@ -12,14 +12,24 @@ lines in Prefect's default result storage (``~/.prefect/storage`` unless configu
 * ``prefect-agent-runs/flow-runs/<flow_run_id>.json``: ``{"batch_key": ...}``, so that a hook
   finds a batch whose key was generated (not a flow parameter).
 
-Durability: a ``creating`` record and the ``run`` record of a fresh create are written and
-(on a local file system) fsync'ed before the create is sent and before the item goes on
-(group commit: one writer task, each write takes every record that arrived during the one
-before; the local file stays open for the batch). A crash
-therefore leaves at most the creates in flight at that instant as "maybe created": the rerun
-and the hook report them (:attr:`BatchLedger.in_flight`). Status updates are written every
-``flush_interval_seconds``. Each write costs what changed, never the whole batch: on a local
-file system the log is appended to; on another storage block each write is a new segment.
+Durability: a ``creating`` record is in the log before its create is sent, and the ``run``
+record of a fresh create before the item goes on. A crash of the process therefore leaves
+at most the creates in flight at that instant as "maybe created": the rerun and the hook
+report them (:attr:`BatchLedger.in_flight`).
+
+* On a local file system the record is appended at once, in the event loop (one
+  unbuffered ``write``, microseconds; the file stays open for the batch): from then on the
+  kernel holds it, and a killed or crashed process loses nothing. The one writer task then
+  ``fsync``s in a thread, one ``fsync`` for every record written meanwhile (group commit),
+  so only a crash of the machine within that window (one ``fsync`` and a turn of the
+  loop) can lose the last records. Waiting for the ``fsync`` itself cost each create
+  64 ms at 10,000 items (the loop's turns, not the disk's 0.3 ms), about 5 % of the batch.
+* On another storage block the caller waits for its record's write (a new segment; one
+  write takes every record that arrived during the one before).
+
+Status updates are written every ``flush_interval_seconds``. Each write costs what changed,
+never the whole batch. :meth:`BatchLedger.flush` and :meth:`BatchLedger.close` return once
+everything is written and ``fsync``'ed.
 
 Credentials (semantics 7): the ledger never holds a secret. A saved block is recorded by
 reference (block type slug and document name). An unsaved block is recorded by its
@@ -185,7 +195,7 @@ async def load_credentials(reference: Mapping[str, Any]) -> AgentRunsCredentials
 
 
 class _Log:
-    """Append-only JSON lines: a local file (append + fsync) or segments on a storage block."""
+    """Append-only JSON lines: a local file (write now, fsync after) or segments on a block."""
 
     def __init__(self, storage: WritableFileSystem, path: str) -> None:
         self.storage = storage
@@ -195,6 +205,8 @@ class _Log:
             base = Path(str(storage.basepath or ".")).expanduser()
             self.local = base / path
         self.segments = 0
+        self.unsynced = False
+        self.torn = False
         self._handle: BinaryIO | None = None
 
     async def read(self) -> list[dict[str, Any]]:
@@ -219,34 +231,61 @@ class _Log:
             records += _parse(segment or b"", self.path)
         return records
 
-    async def append(self, records: list[dict[str, Any]], *, durable: bool) -> None:
-        data = b"".join(json.dumps(r, default=str).encode() + b"\n" for r in records)
-        if self.local is not None:
-            await asyncio.to_thread(self._append_local, data, durable)
-            return
-        await _write(self.storage, f"{self.path}/{self.segments:06d}.jsonl", data)
+    async def append(self, records: list[dict[str, Any]]) -> None:
+        """Write records to a storage block other than the local file system (a segment)."""
+        await _write(self.storage, f"{self.path}/{self.segments:06d}.jsonl", _encode(records))
         self.segments += 1
         await _write(
             self.storage, f"{self.path}/head.json", json.dumps({"segments": self.segments}).encode()
         )
 
-    def _append_local(self, data: bytes, durable: bool) -> None:
-        # one handle for the batch: an open, a mkdir and a close per write cost more than
-        # the fsync itself (10,000 items: 9,000 writes)
+    def write_local(self, records: list[dict[str, Any]]) -> None:
+        """Append records to the local file now (the kernel holds them; not yet fsync'ed)."""
+        self._write_local(_encode(records))
+        self.unsynced = True
+
+    def _write_local(self, data: bytes) -> None:
+        # one unbuffered handle for the batch: nothing of a failed write stays behind in a
+        # buffer, and an open, a mkdir and a close per write cost more than the write
         if self._handle is None:
             assert self.local is not None
             self.local.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = open(self.local, "ab")  # noqa: SIM115 - closed by close()
-        self._handle.write(data)
-        self._handle.flush()
-        if durable:
-            os.fsync(self._handle.fileno())
+            self._handle = open(self.local, "ab", buffering=0)  # noqa: SIM115 - see close()
+        if self.torn:  # a failed write may have left half a line: end it (_parse skips it)
+            data = b"\n" + data
+        view = memoryview(data)
+        try:
+            while view:
+                written = self._handle.write(view)
+                if not written:
+                    raise OSError(f"{self.local}: the write took no bytes")
+                view = view[written:]
+        except BaseException:
+            self.torn = True
+            raise
+        self.torn = False
+
+    async def sync(self) -> bool:
+        """``fsync`` the local file (in a thread) if anything was written since the last one."""
+        if not self.unsynced or self._handle is None:
+            return False
+        self.unsynced = False
+        try:
+            await asyncio.to_thread(os.fsync, self._handle.fileno())
+        except BaseException:
+            self.unsynced = True
+            raise
+        return True
 
     async def close(self) -> None:
-        """Close the local file (the next append opens it again)."""
+        """Close the local file (the next write opens it again)."""
         handle, self._handle = self._handle, None
         if handle is not None:
             await asyncio.to_thread(handle.close)
+
+
+def _encode(records: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(r, default=str).encode() + b"\n" for r in records)
 
 
 def _parse(data: bytes, where: str) -> list[dict[str, Any]]:
@@ -294,6 +333,9 @@ class BatchLedger:
         self.credentials: dict[str, Any] | None = None
         self.backend: str | None = None
         self.writes = 0
+        """Appends to the log (a local write or a segment)."""
+        self.syncs = 0
+        """``fsync`` calls on the local file (each covers every write before it)."""
         self._pending: list[dict[str, Any]] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._lock = asyncio.Lock()
@@ -425,9 +467,24 @@ class BatchLedger:
         self._pending.append(record)
 
     async def _append(self, record: dict[str, Any]) -> None:
-        """Write ``record`` durably (fsync'ed), with whatever else is waiting."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Put ``record`` in the log (with whatever waits before it) before returning.
+
+        Local file: written now, ``fsync``'ed by the writer soon after. Another storage
+        block: the caller waits for the write (group commit).
+        """
         self._pending.append(record)
+        log = await self._the_log()
+        if log.local is not None:
+            records, self._pending = self._pending, []
+            try:
+                log.write_local(records)
+            except BaseException:
+                self._pending[:0] = records[:-1]  # the others go with the next write
+                raise
+            self.writes += 1
+            self._wake.set()
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         if self._writer is None or self._writer.done():
             await self._commit()  # not started (or closed): write it here
@@ -436,16 +493,24 @@ class BatchLedger:
         await waiter
 
     async def _commit(self) -> None:
-        """Write every pending record in one append (group commit); durable when a caller
-        waits for it."""
+        """Write every pending record (one append or segment) and ``fsync`` what was written
+        locally; the waiters are told once their records are there."""
         async with self._lock:
-            if not self._pending:
-                return
+            log = await self._the_log()
             records, self._pending = self._pending, []
             waiters, self._waiters = self._waiters, []
             try:
-                await (await self._the_log()).append(records, durable=bool(waiters))
-                self.writes += 1
+                try:
+                    if records and log.local is not None:
+                        log.write_local(records)
+                    elif records:
+                        await log.append(records)
+                except BaseException:
+                    self._pending[:0] = records  # not written: they go with the next write
+                    raise
+                self.writes += bool(records)
+                if await log.sync():
+                    self.syncs += 1
             except BaseException as exc:
                 for waiter in waiters:
                     if not waiter.done():
@@ -456,7 +521,8 @@ class BatchLedger:
                     waiter.set_result(None)
 
     async def _write_loop(self) -> None:
-        """The one writer: each write takes every record that arrived during the last one.
+        """The one writer: each pass writes (and ``fsync``s) everything that arrived during
+        the last one.
 
         A single task, not one commit per caller: 256 creates waiting on a lock took one
         event-loop turn each to find their record written (180 ms a create at 10,000 items).
@@ -466,7 +532,7 @@ class BatchLedger:
             self._wake.clear()
             try:
                 await self._commit()
-            except Exception as exc:  # the waiters got it; status records wait for the next
+            except Exception as exc:  # the waiters got it; the records wait for the next
                 logger.warning("could not write the batch ledger %s: %s", self.path, exc)
 
     async def _tick_loop(self) -> None:
@@ -476,13 +542,8 @@ class BatchLedger:
                 self._wake.set()
 
     async def flush(self) -> None:
-        """Write the pending records now (durably)."""
-        if not self._pending:
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)  # a waiter makes the write durable
+        """Write the pending records now, and ``fsync`` everything written."""
         await self._commit()
-        await waiter
 
     async def close(self) -> None:
         """Stop the writer and write the last records (shielded from cancellation)."""
