@@ -482,7 +482,10 @@ class BatchLedger:
                 self._pending[:0] = records[:-1]  # the others go with the next write
                 raise
             self.writes += 1
-            self._wake.set()
+            if self._writer is None or self._writer.done():
+                await self._commit()  # not started (or closed): fsync it here
+            else:
+                self._wake.set()
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
