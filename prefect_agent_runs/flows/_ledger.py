@@ -23,7 +23,7 @@ report them (:attr:`BatchLedger.in_flight`).
   ``fsync``s in a thread, one ``fsync`` for every record written meanwhile (group commit),
   so only a crash of the machine within that window (one ``fsync`` and a turn of the
   loop) can lose the last records. Waiting for the ``fsync`` itself cost each create
-  64 ms at 10,000 items (the loop's turns, not the disk's 0.3 ms), about 5 % of the batch.
+  64 ms at 10,000 items (the loop's turns, not the disk's 0.3 ms).
 * On another storage block the caller waits for its record's write (a new segment; one
   write takes every record that arrived during the one before).
 
