@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import math
 import re
 import time
 from collections import Counter
@@ -17,9 +19,10 @@ from typing import Any
 from uuid import UUID
 
 from prefect.artifacts import (
-    acreate_markdown_artifact,
+    Artifact,
+    MarkdownArtifact,
+    TableArtifact,
     acreate_progress_artifact,
-    acreate_table_artifact,
 )
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.actions import ArtifactUpdate
@@ -215,7 +218,7 @@ def table_rows(result: BatchResult) -> list[dict[str, Any]]:
             {
                 "key": o.key,
                 "status": o.status.value,
-                "seconds": round(seconds, 2) if o.run else None,
+                "seconds": round(seconds, 2) if o.run and math.isfinite(seconds) else None,
                 "error": short_error(o),
                 "reply": _reply(o),
                 "thread": o.run.thread_id if o.run else "",
@@ -274,30 +277,44 @@ def _fail_on_text(fail_on: FailOn) -> str:
     return f"{float(fail_on):g} (a failure ratio above it fails the batch)"
 
 
+class _RowsArtifact(TableArtifact):
+    """A table of :func:`table_rows`, sent as it is.
+
+    Prefect's ``TableArtifact`` validates every row and walks every cell for NaN before it
+    encodes the table: 0.2 s of the flow's CPU at 10,000 rows. These rows hold only
+    strings, None and finite numbers (``table_rows``), so they are encoded once.
+    """
+
+    async def aformat(self) -> str:
+        return json.dumps(self.table, ensure_ascii=False)
+
+
+async def _create(artifact: Artifact, what: str) -> bool:
+    try:
+        await artifact.acreate()
+    except Exception as exc:  # best effort: the runs matter more than their report
+        logger.warning("could not create the %s artifact %s: %s", what, artifact.key, exc)
+        return False
+    return True
+
+
 async def write_final_artifacts(
     result: BatchResult, *, fail_on: FailOn, seconds: float, resume_hint: str
 ) -> dict[str, str]:
-    """Write the table and the summary; returns the keys written."""
+    """Write the table and the summary (at once); returns the keys written."""
     keys = artifact_keys(result.batch_key)
-    written: dict[str, str] = {}
-    try:
-        await acreate_table_artifact(
-            table=table_rows(result),
-            key=keys["table"],
-            description=f"Runs of batch `{result.batch_key}`.",
-        )
-        written["table"] = keys["table"]
-    except Exception as exc:
-        logger.warning("could not create the table artifact %s: %s", keys["table"], exc)
-    try:
-        await acreate_markdown_artifact(
-            markdown=summary_markdown(
-                result, fail_on=fail_on, seconds=seconds, resume_hint=resume_hint
-            ),
-            key=keys["summary"],
-            description=f"Summary of batch `{result.batch_key}`.",
-        )
-        written["summary"] = keys["summary"]
-    except Exception as exc:
-        logger.warning("could not create the summary artifact %s: %s", keys["summary"], exc)
-    return written
+    table = _RowsArtifact.model_construct(
+        type="table",
+        key=keys["table"],
+        description=f"Runs of batch `{result.batch_key}`.",
+        table=table_rows(result),
+    )
+    summary = MarkdownArtifact(
+        key=keys["summary"],
+        description=f"Summary of batch `{result.batch_key}`.",
+        markdown=summary_markdown(
+            result, fail_on=fail_on, seconds=seconds, resume_hint=resume_hint
+        ),
+    )
+    done = await asyncio.gather(_create(table, "table"), _create(summary, "summary"))
+    return {name: keys[name] for name, ok in zip(("table", "summary"), done, strict=True) if ok}

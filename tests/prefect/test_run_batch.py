@@ -8,6 +8,7 @@ runs, and sync / async callers. The measured numbers are printed (run with ``-s`
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -406,8 +407,19 @@ async def test_fail_on_and_artifacts(langgraph_url: str, batch_key: str) -> None
         assert by_key[keys["progress"]]["type"] == "progress"
         assert float(by_key[keys["progress"]]["data"]) == 100.0
         assert by_key[keys["table"]]["type"] == "table"
-        table = str(by_key[keys["table"]]["data"])
-        assert all(col in table for col in ("key", "thread", "run", "status", "seconds", "error"))
+        rows = json.loads(by_key[keys["table"]]["data"])  # one row per item, in order
+        assert [row["status"] for row in rows] == ["failed"] * 2 + ["completed"] * 8, rows
+        assert all(
+            set(row) == {"key", "status", "seconds", "error", "reply", "thread", "run"}
+            and row["run"]
+            and row["thread"]
+            and isinstance(row["seconds"], float)
+            for row in rows
+        ), rows
+        assert "echo graph failed" in rows[0]["error"] and rows[2]["reply"].startswith("echo")
+        # both are the flow run's (its Artifacts tab), not loose artifacts
+        assert by_key[keys["table"]]["flow_run_id"] == by_key[keys["summary"]]["flow_run_id"]
+        assert by_key[keys["table"]]["flow_run_id"] is not None
         summary = str(by_key[keys["summary"]]["data"])
         assert "failed" in summary and "echo graph failed" in summary and key in summary
 
