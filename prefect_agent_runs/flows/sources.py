@@ -13,17 +13,21 @@ reference (well under 16 KB for any number of items):
   ``run_batch_sync`` directly with a list work as before. The flow objects are a
   :class:`BatchFlow`, whose ``__call__`` first stores the items once, as JSON Lines, in
   Prefect's default result storage (``prefect-agent-runs/items/<sha256>.jsonl``, content
-  addressed: the same items are stored once), and passes the reference instead.
+  addressed: the same items are stored once), and passes the reference instead. While
+  that call runs, the flow body takes the items it stored from memory rather than reading
+  and parsing the document back (0.25 s of CPU at 10,000 items); a retry or a resume in
+  another process reads the document.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import io
 import json
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import pydantic
@@ -40,6 +44,10 @@ __all__ = ["BatchFlow", "ItemsSource", "astore_items", "iter_tagged", "open_item
 ITEMS_ROOT = "prefect-agent-runs/items"
 READ_CHUNK = 500
 """Lines read from a file per thread hop."""
+
+_HELD: dict[str, tuple[Sequence[RunRequest], int]] = {}
+"""The items of the stored documents that a flow call of this process is running with
+(path -> the validated requests, and how many calls hold them)."""
 
 
 class ItemsSource(BaseModel):
@@ -78,12 +86,13 @@ def _to_request(item: RunRequest | Mapping[str, Any], index: int) -> RunRequest:
         raise ValidationError(f"item {index} is invalid: {exc}") from None
 
 
-def _encode(items: Iterable[RunRequest | Mapping[str, Any]]) -> tuple[bytes, int]:
+def _encode(items: Iterable[RunRequest | Mapping[str, Any]]) -> tuple[bytes, list[RunRequest]]:
     buffer = io.BytesIO()
     seen: dict[str, int] = {}
-    count = 0
+    requests: list[RunRequest] = []
     for index, item in enumerate(items):
         request = _to_request(item, index)
+        requests.append(request)
         key = request.key if request.key is not None else str(index)
         if key in seen:
             raise ValidationError(
@@ -95,8 +104,7 @@ def _encode(items: Iterable[RunRequest | Mapping[str, Any]]) -> tuple[bytes, int
         line["key"] = key
         buffer.write(json.dumps(line, separators=(",", ":")).encode())
         buffer.write(b"\n")
-        count += 1
-    return buffer.getvalue(), count
+    return buffer.getvalue(), requests
 
 
 async def astore_items(items: Iterable[RunRequest | Mapping[str, Any]]) -> ItemsSource:
@@ -111,9 +119,16 @@ async def astore_items(items: Iterable[RunRequest | Mapping[str, Any]]) -> Items
     Raises:
         ValidationError: An item is invalid, or two share a key (nothing was stored).
     """
+    source, _ = await _store(items)
+    return source
+
+
+async def _store(
+    items: Iterable[RunRequest | Mapping[str, Any]],
+) -> tuple[ItemsSource, list[RunRequest]]:
     from prefect.results import aget_default_result_storage
 
-    data, count = _encode(items)
+    data, requests = _encode(items)
     digest = hashlib.sha256(data).hexdigest()
     path = f"{ITEMS_ROOT}/{digest[:32]}.jsonl"
     storage = await aget_default_result_storage()
@@ -121,7 +136,23 @@ async def astore_items(items: Iterable[RunRequest | Mapping[str, Any]]) -> Items
     written = writer(path, data)
     if inspect.isawaitable(written):
         await written
-    return ItemsSource(path=path, storage="result", format="jsonl", count=count, sha256=digest)
+    source = ItemsSource(
+        path=path, storage="result", format="jsonl", count=len(requests), sha256=digest
+    )
+    return source, requests
+
+
+@contextlib.contextmanager
+def _held(source: ItemsSource, requests: Sequence[RunRequest]) -> Iterator[None]:
+    """While the block runs, :func:`open_items` serves ``source`` from ``requests``."""
+    _, holders = _HELD.get(source.path, (requests, 0))
+    _HELD[source.path] = (requests, holders + 1)
+    try:
+        yield
+    finally:
+        requests, holders = _HELD.pop(source.path)
+        if holders > 1:
+            _HELD[source.path] = (requests, holders - 1)
 
 
 def store_items(items: Iterable[RunRequest | Mapping[str, Any]]) -> ItemsSource:
@@ -129,6 +160,16 @@ def store_items(items: Iterable[RunRequest | Mapping[str, Any]]) -> ItemsSource:
     from prefect.utilities.asyncutils import run_coro_as_sync
 
     stored = run_coro_as_sync(astore_items(items))
+    assert stored is not None
+    return stored
+
+
+def _store_sync(
+    items: Iterable[RunRequest | Mapping[str, Any]],
+) -> tuple[ItemsSource, list[RunRequest]]:
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    stored = run_coro_as_sync(_store(items))
     assert stored is not None
     return stored
 
@@ -176,6 +217,11 @@ async def _result_lines(path: str) -> AsyncIterator[list[str]]:
 
 
 async def _stream(source: ItemsSource) -> AsyncIterator[RunRequest]:
+    held = _HELD.get(source.path) if source.storage == "result" else None
+    if held is not None:  # stored by the flow call running now, in this process
+        for request in held[0]:
+            yield request
+        return
     fmt = source.format or detect_format(source.path)
     chunks = (
         _result_lines(source.path) if source.storage == "result" else _lines_in_chunks(source.path)
@@ -284,9 +330,13 @@ class BatchFlow(Flow[Any, Any]):
         if self.isasync:
 
             async def call() -> Any:
-                new_args, new_kwargs = with_source(await astore_items(items))
-                return await Flow.__call__(self, *new_args, **new_kwargs)
+                source, requests = await _store(items)
+                new_args, new_kwargs = with_source(source)
+                with _held(source, requests):
+                    return await Flow.__call__(self, *new_args, **new_kwargs)
 
             return call()
-        new_args, new_kwargs = with_source(store_items(items))
-        return super().__call__(*new_args, **new_kwargs)
+        source, requests = _store_sync(items)
+        new_args, new_kwargs = with_source(source)
+        with _held(source, requests):
+            return super().__call__(*new_args, **new_kwargs)

@@ -49,6 +49,40 @@ async def test_calling_the_flow_object_with_a_list_stores_it(
     assert f"batch:{batch_key}" in flow_run.tags
 
 
+async def test_a_list_is_served_from_memory_to_its_call_and_stored_for_any_other(
+    emulator: AssistantsEmulator, batch_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import prefect_agent_runs.flows.sources as sources
+
+    reads: list[str] = []
+    read_back = sources._result_lines
+
+    def counted(path: str) -> Any:
+        reads.append(path)
+        return read_back(path)
+
+    monkeypatch.setattr(sources, "_result_lines", counted)
+    credentials = AssistantsCredentials(base_url=emulator.base_url, api_key="sk-test-key")
+    requests = [*echo_requests(20), {"assistant_id": "asst_echo", "message": "unkeyed"}]
+    state = await arun_batch(credentials, requests, batch_key=batch_key, return_state=True)
+    result = await state.result()
+    assert reads == []  # its own call did not read the document back
+    assert sources._HELD == {}  # nor does the process keep the items after the call
+    assert [o.key for o in result.outcomes] == [f"item-{i}" for i in range(20)] + ["20"]
+    texts = [o.result.text for o in result.outcomes if o.result]
+    assert texts == [f"echo: q{i}" for i in range(20)] + ["echo: unkeyed"]
+
+    # the stored document holds the same items: what a retry elsewhere, or a run of the
+    # flow with the reference from its parameters, reads
+    source = ItemsSource.model_validate(
+        (await parameters_of(state.state_details.flow_run_id))["requests"]
+    )
+    again = await arun_batch(credentials, source, batch_key=batch_key + "-again")
+    assert reads == [source.path]
+    assert [o.key for o in again.outcomes] == [o.key for o in result.outcomes]
+    assert [o.result.text for o in again.outcomes if o.result] == texts
+
+
 def test_sync_run_batch_with_a_jsonl_path(
     emulator: AssistantsEmulator, batch_key: str, tmp_path: Path
 ) -> None:
