@@ -173,6 +173,33 @@ async def test_creates_together_are_each_in_the_file_and_share_an_fsync(batch_ke
     await ledger.close()
 
 
+async def test_the_writer_spaces_its_fsyncs(batch_key: str) -> None:
+    """Creates over many turns of the loop share the writer's ``fsync``s, at most one per
+    ``sync_interval_seconds`` (without it: one per turn, 31 a second at 10,000 items)."""
+    import asyncio
+
+    ledger = BatchLedger(batch_key, sync_interval_seconds=3600.0)  # no second one in here
+    await ledger.load()
+    await ledger.start(flow_run_id=None, credentials=None)
+    await ledger.flush()
+    syncs = ledger.syncs
+    for i in range(40):
+        await ledger.creating(f"k{i}")
+        for _ in range(3):  # turns of the loop: the writer wakes, fsyncs, sleeps
+            await asyncio.sleep(0)
+        if i == 0:
+            for _ in range(1000):  # the first fsync, in the writer's thread
+                if ledger.syncs > syncs:
+                    break
+                await asyncio.sleep(0.005)
+    assert ledger.syncs == syncs + 1
+    reread = await BatchLedger(batch_key).load()  # every record is in the file all the same
+    assert reread.in_flight == {f"k{i}" for i in range(40)}
+    await ledger.close()  # the last fsync does not wait for the interval
+    assert ledger.syncs == syncs + 2
+    assert ledger._log is not None and not ledger._log.unsynced
+
+
 async def test_a_create_does_not_wait_for_the_fsync(
     batch_key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
