@@ -33,7 +33,9 @@ class GcClock:
         if phase == "start":
             self._began = time.perf_counter()
             return
-        took = time.perf_counter() - self._began
+        if not self._began:  # hooked in while a collection ran (another thread's): no start
+            return
+        took, self._began = time.perf_counter() - self._began, 0.0
         self.seconds += took
         self.full += info["generation"] == 2
         if self.log and 1000 * took >= self.log_from_ms:

@@ -32,6 +32,17 @@ def test_the_gc_clock_counts_full_collections_and_their_time() -> None:
     assert clock.seconds > 0
 
 
+def test_the_gc_clock_skips_a_collection_it_saw_only_end() -> None:
+    """Hooked in while another thread's collection ran, the clock sees its stop alone: that
+    counted the seconds since boot once (15,940 s in a benchmark row)."""
+    clock = GcClock()
+    clock("stop", {"generation": 2, "collected": 0, "uncollectable": 0})
+    assert (clock.seconds, clock.full) == (0.0, 0)
+    clock("start", {"generation": 0})
+    clock("stop", {"generation": 0, "collected": 0, "uncollectable": 0})
+    assert 0 < clock.seconds < 1 and clock.full == 0
+
+
 def test_the_servers_hook_logs_long_collections_and_runs_the_sitecustomize_it_shadows(
     tmp_path: Path,
 ) -> None:
