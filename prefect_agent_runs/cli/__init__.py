@@ -268,6 +268,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        if "ephemeral Prefect API server" not in str(exc):
+            raise
+        print(f"{PROG} {args.command}: error: {_embedded_start_failed(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             f"{PROG}: interrupted (SIGINT); the batch's remote runs were cancelled", file=sys.stderr
@@ -282,6 +287,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop_embedded_server(keep=before)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _embedded_start_failed(exc: RuntimeError) -> str:
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return (
+        f"Prefect's embedded server did not start in time ({first_line!r}); it got "
+        f"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="
+        f"{PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()} s. Set that variable "
+        "higher, or run a Prefect server (`prefect server start`) and set PREFECT_API_URL."
+    )
 
 
 class Terminated(BaseException):
@@ -324,11 +341,64 @@ def stop_embedded_server(keep: Sequence[Any] = ()) -> None:
         keep: Servers that were running before (a caller's test harness): left alone.
     """
     servers = [s for s in _embedded_servers() if not any(s is kept for kept in keep)]
-    if not servers:
+    kept_pids = {s.server_process.pid for s in keep if getattr(s, "server_process", None)}
+    orphans = [pid for pid in _embedded_server_children() if pid not in kept_pids]
+    if not servers and not orphans:
         return
     _drain_prefect_workers()
     for server in servers:
         server.stop()
+    for pid in orphans:
+        _end_child(pid)
+
+
+def _embedded_server_children() -> list[int]:
+    """Pids of this process's children that are Prefect embedded servers (Linux ``/proc``;
+    elsewhere none are found).
+
+    Prefect loses track of one: when its first start outlasts
+    ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`` (a fresh ``PREFECT_HOME`` takes
+    20-25 s on a 2-core machine, against a default of 20), the caller that asked falls
+    back, and the next one starts a second server over the first, which no ``stop()``
+    reaches. Its environment names it: ``PREFECT__SERVER_EPHEMERAL=1``.
+    """
+    me = os.getpid()
+    found: list[int] = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                parent = int(stat.read().rsplit(b")", 1)[1].split()[1])
+            if parent != me:
+                continue
+            with open(f"/proc/{entry}/environ", "rb") as environ:
+                variables = environ.read().split(b"\0")
+        except (OSError, ValueError, IndexError):  # gone meanwhile, or not ours to read
+            continue
+        if b"PREFECT__SERVER_EPHEMERAL=1" in variables:
+            found.append(int(entry))
+    return found
+
+
+def _end_child(pid: int, grace: float = 5.0) -> None:
+    """SIGTERM a child, up to ``grace`` seconds for it to exit, then SIGKILL; reaped."""
+    import time
+
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:  # reaped already (by its Popen)
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def _drain_prefect_workers(timeout: float = 5.0) -> None:
@@ -351,15 +421,28 @@ def _drain_prefect_workers(timeout: float = 5.0) -> None:
             result.close()
 
 
+EMBEDDED_STARTUP_TIMEOUT_SECONDS = 120
+"""How long the command lets Prefect's embedded server take to start, unless
+``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`` says otherwise. Prefect's default (20 s)
+is shorter than a first start with a fresh ``PREFECT_HOME`` on a small machine."""
+
+
 @contextlib.contextmanager
 def _prefect_settings() -> Iterator[None]:
-    """Turn off the embedded server's analytics unless the user chose otherwise."""
-    from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
+    """Turn off the embedded server's analytics unless the user chose otherwise, and give
+    it :data:`EMBEDDED_STARTUP_TIMEOUT_SECONDS` to start unless the user set a timeout."""
+    from prefect.settings import (
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
 
-    if os.environ.get("PREFECT_SERVER_ANALYTICS_ENABLED", "").lower() not in ("false", "0"):
-        yield
-        return
-    with temporary_settings(updates={PREFECT_SERVER_ANALYTICS_ENABLED: False}):
+    updates: dict[Any, Any] = {}
+    if os.environ.get("PREFECT_SERVER_ANALYTICS_ENABLED", "").lower() in ("false", "0"):
+        updates[PREFECT_SERVER_ANALYTICS_ENABLED] = False
+    if "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" not in os.environ:
+        updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = EMBEDDED_STARTUP_TIMEOUT_SECONDS
+    with temporary_settings(updates=updates):
         yield
 
 

@@ -21,7 +21,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """``prefect-agent-runs demo``: a batch against a local server; the exit code."""
     print(
         f"demo: starting {args.items} runs on a local {args.backend} server "
-        "(Prefect's temporary server takes 10-20 s to start the first time)...",
+        "(Prefect's temporary server takes 20-30 s to start the first time)...",
         file=sys.stderr,
         flush=True,
     )

@@ -347,3 +347,51 @@ def test_demo_console_script_in_embedded_mode(tmp_path: Path) -> None:
     assert "Error logging to API" not in completed.stderr, completed.stderr[-3000:]
     # Prefect's embedded server (a uvicorn child) stopped with the command
     assert completed.left_behind == {}, completed.left_behind
+
+
+def test_an_embedded_server_too_slow_to_start_leaves_nothing_behind(tmp_path: Path) -> None:
+    """Prefect's first embedded start outlasts its timeout (as its 20 s default does on a
+    fresh PREFECT_HOME on a 2-core machine): Prefect falls back, starts a second server over
+    the first and loses track of one. The command ends both and says what to do."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "3"
+    completed = run(
+        [str(CONSOLE_SCRIPT), "demo", "--items", "2"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert completed.returncode == 1, completed.stderr[-3000:]
+    assert "Traceback" not in completed.stderr, completed.stderr[-5000:]
+    assert "embedded server did not start in time" in completed.stderr, completed.stderr
+    assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=3" in completed.stderr
+    assert completed.left_behind == {}, completed.left_behind
+
+
+def test_stop_embedded_server_ends_only_prefect_s_embedded_children() -> None:
+    """A child marked as Prefect's embedded server (by the variable Prefect starts it with)
+    is ended and reaped; any other child of the process is left alone."""
+    import subprocess
+    from subprocess import PIPE
+
+    from prefect_agent_runs.cli import _embedded_servers, stop_embedded_server
+
+    sleep = [sys.executable, "-c", "print('up', flush=True); import time; time.sleep(120)"]
+    children = [
+        subprocess.Popen(sleep, env={**os.environ, "PREFECT__SERVER_EPHEMERAL": flag}, stdout=PIPE)
+        for flag in ("1", "0")
+    ]
+    marked, other = children
+    try:
+        for child in children:  # past exec, with its own environment
+            assert child.stdout is not None and child.stdout.readline() == b"up\n"
+        stop_embedded_server(keep=_embedded_servers())  # the session's harness, if started
+        assert marked.poll() is not None  # reaped by stop_embedded_server: no wait needed
+        assert other.poll() is None
+    finally:
+        for child in children:
+            child.kill()
+            child.communicate()
