@@ -157,11 +157,7 @@ def _held(source: ItemsSource, requests: Sequence[RunRequest]) -> Iterator[None]
 
 def store_items(items: Iterable[RunRequest | Mapping[str, Any]]) -> ItemsSource:
     """The sync twin of :func:`astore_items` (for sync callers outside an event loop)."""
-    from prefect.utilities.asyncutils import run_coro_as_sync
-
-    stored = run_coro_as_sync(astore_items(items))
-    assert stored is not None
-    return stored
+    return _store_sync(items)[0]
 
 
 def _store_sync(

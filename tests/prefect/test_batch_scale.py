@@ -83,6 +83,27 @@ async def test_a_list_is_served_from_memory_to_its_call_and_stored_for_any_other
     assert [o.result.text for o in again.outcomes if o.result] == texts
 
 
+def test_items_stored_by_hand_are_run_from_their_reference(
+    emulator: AssistantsEmulator, batch_key: str
+) -> None:
+    """``store_items``: for a caller who passes the reference itself (``with_options``, a
+    deployment run). A repeated key stores nothing."""
+    from prefect_agent_runs.errors import ValidationError
+    from prefect_agent_runs.flows.sources import store_items
+
+    with pytest.raises(ValidationError, match="items 0 and 3 have the same key 'item-0'"):
+        store_items([*echo_requests(3), *echo_requests(2)])
+    source = store_items(echo_requests(15))
+    assert (source.storage, source.count) == ("result", 15)
+    assert source.sha256 is not None and source.path.endswith(f"{source.sha256[:32]}.jsonl")
+    assert store_items(echo_requests(15)) == source  # the same items, the same document
+    credentials = AssistantsCredentials(base_url=emulator.base_url, api_key="sk-test-key")
+    result = run_batch(credentials, source, batch_key=batch_key)
+    assert [o.result.text for o in result.outcomes if o.result] == [
+        f"echo: q{i}" for i in range(15)
+    ]
+
+
 def test_sync_run_batch_with_a_jsonl_path(
     emulator: AssistantsEmulator, batch_key: str, tmp_path: Path
 ) -> None:
