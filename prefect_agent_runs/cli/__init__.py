@@ -40,6 +40,11 @@ from typing import Any, cast
 from prefect_agent_runs.cli._common import PROG, UsageError
 from prefect_agent_runs.cli.demo import cmd_demo, print_table
 from prefect_agent_runs.cli.run import cmd_run
+from prefect_agent_runs.flows._embedded import (
+    EMBEDDED_SERVER_TIMEOUT_TEXT,
+    EmbeddedServerDidNotStart,
+    describe_start_failure,
+)
 from prefect_agent_runs.models import FailOn
 
 __all__ = [
@@ -268,10 +273,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:
-        if "ephemeral Prefect API server" not in str(exc):
+    except EmbeddedServerDidNotStart as exc:
+        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:  # Prefect's own, when the flow engine was the first to start it
+        if EMBEDDED_SERVER_TIMEOUT_TEXT not in str(exc):
             raise
-        print(f"{PROG} {args.command}: error: {_embedded_start_failed(exc)}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {describe_start_failure(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(
@@ -287,18 +295,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop_embedded_server(keep=before)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-def _embedded_start_failed(exc: RuntimeError) -> str:
-    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
-
-    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return (
-        f"Prefect's embedded server did not start in time ({first_line!r}); it got "
-        f"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="
-        f"{PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()} s. Set that variable "
-        "higher, or run a Prefect server (`prefect server start`) and set PREFECT_API_URL."
-    )
 
 
 class Terminated(BaseException):

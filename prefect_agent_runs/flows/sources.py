@@ -36,6 +36,7 @@ from pydantic import BaseModel, Field
 
 from prefect_agent_runs.backends.base import batch_tags
 from prefect_agent_runs.errors import ValidationError
+from prefect_agent_runs.flows._embedded import ensure_embedded_server
 from prefect_agent_runs.items import ItemError, detect_format, iter_items
 from prefect_agent_runs.models import RunRequest
 
@@ -131,6 +132,7 @@ async def _store(
     data, requests = _encode(items)
     digest = hashlib.sha256(data).hexdigest()
     path = f"{ITEMS_ROOT}/{digest[:32]}.jsonl"
+    ensure_embedded_server()  # else a slow start is swallowed here, and a server leaked
     storage = await aget_default_result_storage()
     writer = getattr(storage, "awrite_path", None) or storage.write_path
     written = writer(path, data)

@@ -104,6 +104,40 @@ def test_items_stored_by_hand_are_run_from_their_reference(
     ]
 
 
+def test_an_embedded_server_that_timed_out_is_stopped_and_started_again(
+    emulator: AssistantsEmulator, tmp_path: Path
+) -> None:
+    """In Prefect's embedded mode (no API URL, a fresh PREFECT_HOME) the first server start
+    times out. Storing the list must not swallow that, as ``prefect.results`` does, and let
+    the flow engine start a second server over the first: the first would outlive the
+    program. It is stopped and started again, and the batch runs."""
+    import os
+    import sys
+
+    from conftest import SCRIPTS
+
+    from prefect_agent_runs.testing._process import run
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"  # the second start's
+    script = str(SCRIPTS / "slow_embedded_start.py")
+    completed = run(
+        [sys.executable, script, emulator.base_url, "6"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(completed.stdout.splitlines()[-1])
+    assert len(report["started"]) == 2, report  # one start timed out, one more was made
+    second = report["started"][1]
+    assert report["running"] == [second], report  # the one that timed out was stopped
+    assert report["texts"] == [f"echo: q{i}" for i in range(6)]
+    assert completed.left_behind == {}, completed.left_behind
+
+
 def test_sync_run_batch_with_a_jsonl_path(
     emulator: AssistantsEmulator, batch_key: str, tmp_path: Path
 ) -> None:
