@@ -210,10 +210,16 @@ def test_sigterm_to_a_process_waiting_in_a_wait_task(
     assert statuses == ["interrupted"], statuses
     assert child.returncode != 0, tail(log)
     output = log.read_text()
-    assert "DONE" not in output, output[-3000:]
-    assert "'await_for_run-" in output and "aborted by a termination signal" in output, output[
-        -3000:
-    ]
+    assert not any(line.startswith("DONE") for line in output.splitlines()), output[-3000:]
+    # the signal landed in a loop callback (90 % of the time here): ``@stoppable`` raised it
+    # in the task, which says so; or in the loop's ``select``: it left the loop, and the
+    # task was cancelled on the way out. Either way the run above was interrupted.
+    in_callback = "aborted by a termination signal" in output
+    in_select = (
+        "Crash detected! Execution was cancelled by the runtime environment" in output
+        and output.rstrip().endswith("prefect.exceptions.TerminationSignal")
+    )
+    assert "'await_for_run-" in output and (in_callback or in_select), output[-3000:]
     print(
         f"\n[cancel] SIGTERM to a waiting task: its run interrupted {stopped.gone:.2f} s after "
         f"the signal, exit {child.returncode} after {stopped.exited:.1f} s"
