@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -324,19 +325,25 @@ def test_demo_in_process(prefect_harness: None, capsys: pytest.CaptureFixture[st
     assert "echo: hello from demo item 3" in rows[2]
 
 
-def test_demo_console_script_in_embedded_mode(tmp_path: Path) -> None:
-    """The installed command, with a fresh PREFECT_HOME and no Prefect API configured."""
+def demo_in_embedded_mode(tmp_path: Path, items: int, **prefect_env: str) -> Any:
+    """The installed ``demo`` command, with a fresh PREFECT_HOME, no Prefect API configured
+    and ``prefect_env``; in its own process group (a timeout kills the embedded server too)."""
     assert CONSOLE_SCRIPT.exists(), f"{CONSOLE_SCRIPT} is not installed"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
-    completed = run(  # its own process group: a timeout kills the embedded server too
-        [str(CONSOLE_SCRIPT), "demo", "--items", "8"],
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), **prefect_env)
+    return run(
+        [str(CONSOLE_SCRIPT), "demo", "--items", str(items)],
         env=env,
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=180,
     )
+
+
+def test_demo_console_script_in_embedded_mode(tmp_path: Path) -> None:
+    """The installed command, with a fresh PREFECT_HOME and no Prefect API configured."""
+    completed = demo_in_embedded_mode(tmp_path, 8)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert completed.stdout.count("echo:") == 8
     assert "embedded (ephemeral) Prefect server" in completed.stderr
@@ -353,16 +360,8 @@ def test_an_embedded_server_too_slow_to_start_leaves_nothing_behind(tmp_path: Pa
     """Prefect's first embedded start outlasts its timeout (as its 20 s default does on a
     fresh PREFECT_HOME on a 2-core machine): Prefect falls back, starts a second server over
     the first and loses track of one. The command ends both and says what to do."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
-    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "3"
-    completed = run(
-        [str(CONSOLE_SCRIPT), "demo", "--items", "2"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=180,
+    completed = demo_in_embedded_mode(
+        tmp_path, 2, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="3"
     )
     assert completed.returncode == 1, completed.stderr[-3000:]
     assert "Traceback" not in completed.stderr, completed.stderr[-5000:]
