@@ -9,7 +9,7 @@ back to local storage, and the flow engine then starts a second server over the 
 first is never stopped and outlives the program (seen in CI, and on a first ``demo`` here).
 
 :func:`ensure_embedded_server` starts it before that, and on a timeout stops what Prefect
-left running and tries once more (the second start finds the database migrated: 12 s).
+left running and tries once more (the second start finds the database migrated: 12-16 s).
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ def ensure_embedded_server(attempts: int = 2) -> None:
     ``PREFECT_API_URL``); a no-op when it runs already or an API is configured.
 
     Raises:
-        EmbeddedServerDidNotStart: It did not start in ``attempts`` tries (the message says what to do);
-            nothing it started is left running.
+        EmbeddedServerDidNotStart: It did not start in ``attempts`` tries (the message
+            says what to do); nothing it started is left running.
     """
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
 
