@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import logging
 import os
 import signal
@@ -44,6 +43,8 @@ from prefect_agent_runs.flows._embedded import (
     EMBEDDED_SERVER_TIMEOUT_TEXT,
     EmbeddedServerDidNotStart,
     describe_start_failure,
+    embedded_servers,
+    stop_embedded_server,
 )
 from prefect_agent_runs.models import FailOn
 
@@ -265,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     handler = cast(Callable[[argparse.Namespace], int], args.handler)
     previous = _catch_sigterm()
-    before = _embedded_servers()
+    before = embedded_servers()
     try:
         _quiet_prefect_console(args.verbose)
         with _prefect_settings():
@@ -317,104 +318,6 @@ def _catch_sigterm() -> Any:
         return signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread (main() called from a thread)
         return None
-
-
-def _embedded_servers() -> list[Any]:
-    """Prefect's embedded API servers of this process that have a running subprocess."""
-    module = sys.modules.get("prefect.server.api.server")
-    servers = getattr(module, "SubprocessASGIServer", None) if module is not None else None
-    instances = list(getattr(servers, "_instances", {}).values())
-    return [s for s in instances if getattr(s, "server_process", None) is not None]
-
-
-def stop_embedded_server(keep: Sequence[Any] = ()) -> None:
-    """Stop Prefect's embedded (ephemeral) API servers this process started, but ``keep``.
-
-    Prefect stops them from an ``atexit`` hook only, which a signal's default action skips.
-    A no-op when the command talked to a configured Prefect API.
-
-    Args:
-        keep: Servers that were running before (a caller's test harness): left alone.
-    """
-    servers = [s for s in _embedded_servers() if not any(s is kept for kept in keep)]
-    kept_pids = {s.server_process.pid for s in keep if getattr(s, "server_process", None)}
-    orphans = [pid for pid in _embedded_server_children() if pid not in kept_pids]
-    if not servers and not orphans:
-        return
-    _drain_prefect_workers()
-    for server in servers:
-        server.stop()
-    for pid in orphans:
-        _end_child(pid)
-
-
-def _embedded_server_children() -> list[int]:
-    """Pids of this process's children that are Prefect embedded servers (Linux ``/proc``;
-    elsewhere none are found).
-
-    Prefect loses track of one: when its first start outlasts
-    ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`` (a fresh ``PREFECT_HOME`` takes
-    20-25 s on a 2-core machine, against a default of 20), the caller that asked falls
-    back, and the next one starts a second server over the first, which no ``stop()``
-    reaches. Its environment names it: ``PREFECT__SERVER_EPHEMERAL=1``.
-    """
-    me = os.getpid()
-    found: list[int] = []
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                parent = int(stat.read().rsplit(b")", 1)[1].split()[1])
-            if parent != me:
-                continue
-            with open(f"/proc/{entry}/environ", "rb") as environ:
-                variables = environ.read().split(b"\0")
-        except (OSError, ValueError, IndexError):  # gone meanwhile, or not ours to read
-            continue
-        if b"PREFECT__SERVER_EPHEMERAL=1" in variables:
-            found.append(int(entry))
-    return found
-
-
-def _end_child(pid: int, grace: float = 5.0) -> None:
-    """SIGTERM a child, up to ``grace`` seconds for it to exit, then SIGKILL; reaped."""
-    import time
-
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        except ChildProcessError:  # reaped already (by its Popen)
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
-
-
-def _drain_prefect_workers(timeout: float = 5.0) -> None:
-    """Send what Prefect's API log and event workers still hold, before the embedded server
-    they send to stops. Prefect drains them only at exit, by when the server is gone: each
-    retries against the closed port with backoff, and the command hung for over a minute
-    after its work was done ("Error logging to API")."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    for worker in (APILogWorker, EventsWorker):
-        try:
-            result = worker.drain_all(timeout=timeout)
-        except Exception as exc:  # a worker that never started, or one shutting down
-            logging.getLogger("prefect_agent_runs.cli").debug(
-                "could not drain %s: %s", worker.__name__, exc
-            )
-            continue
-        if inspect.iscoroutine(result):  # called inside an event loop: cannot wait here
-            result.close()
 
 
 EMBEDDED_STARTUP_TIMEOUT_SECONDS = 120

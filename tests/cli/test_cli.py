@@ -376,7 +376,8 @@ def test_stop_embedded_server_ends_only_prefect_s_embedded_children() -> None:
     import subprocess
     from subprocess import PIPE
 
-    from prefect_agent_runs.cli import _embedded_servers, stop_embedded_server
+    from prefect_agent_runs.cli import stop_embedded_server
+    from prefect_agent_runs.flows._embedded import embedded_servers
 
     sleep = [sys.executable, "-c", "print('up', flush=True); import time; time.sleep(120)"]
     children = [
@@ -387,7 +388,7 @@ def test_stop_embedded_server_ends_only_prefect_s_embedded_children() -> None:
     try:
         for child in children:  # past exec, with its own environment
             assert child.stdout is not None and child.stdout.readline() == b"up\n"
-        stop_embedded_server(keep=_embedded_servers())  # the session's harness, if started
+        stop_embedded_server(keep=embedded_servers())  # the session's harness, if started
         assert marked.poll() is not None  # reaped by stop_embedded_server: no wait needed
         assert other.poll() is None
     finally:
