@@ -78,3 +78,24 @@ def test_the_lag_is_split_into_the_servers_part_and_ours() -> None:
     assert figures["matched"] == 3 and figures["requests_per_run"] == 1.5
     assert figures["server_cpu_ms_per_run"] == 10.0
     assert figures["client_gc_per_1000"] is None  # no GC figure in the result: none shown
+
+
+def test_a_contender_s_peak_rss_is_its_own_not_its_parent_s() -> None:
+    """Linux carries ``ru_maxrss`` across ``execve``: a contender started by a 300 MB runner
+    reported 300 MB. Every row of the 7fd9d14 run showed the runner's ~195 MB."""
+    script = (
+        "import subprocess, sys\n"
+        "ballast = bytearray(300 * 2**20)\n"
+        "for i in range(0, len(ballast), 4096):\n"
+        "    ballast[i] = 1\n"
+        "code = 'from benchmarks.contenders import peak_rss_mb; print(peak_rss_mb())'\n"
+        "print(subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,"
+        " check=True).stdout)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+    )
+    child_mb = float(out.stdout.strip())
+    assert 5 < child_mb < 150, child_mb  # python + httpx + the GC clock: ~35 MB
