@@ -1,8 +1,9 @@
 """Prefect artifacts of a batch: one throttled progress artifact, a table and a summary.
 
 Keys are lowercase-dash slugs of the batch key: ``<batch>-progress``, ``<batch>-runs`` and
-``<batch>-summary``. Artifacts are best effort: a failure to write one is logged, never
-raised (the remote runs matter more than their report).
+``<batch>-summary``. A table over :data:`TABLE_PAGE_BYTES` continues in ``<batch>-runs-2``,
+``<batch>-runs-3``, … (:func:`table_keys`). Artifacts are best effort: a failure to write one
+is logged, never raised (the remote runs matter more than their report).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import math
 import re
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -44,6 +46,12 @@ MAX_ERROR_CHARS = 120
 MAX_REPLY_CHARS = 80
 MAX_FULL_ERROR_CHARS = 2000
 MAX_FAILED_LISTED = 50
+TABLE_PAGE_BYTES = 1_000_000
+"""Most bytes of one table artifact's rows, counted as a JSON string (the way an event holds
+them). Prefect's server (3.9) copies a keyed artifact's data into an ``artifact-collection``
+event and refuses an event over 1.5 MB (``PREFECT_SERVER_EVENTS_MAXIMUM_SIZE_BYTES``) with a
+WARNING in its log: a single table of 10,000 rows made a 2.1 MB event. A longer table goes
+on in more artifacts, each of whose events fits."""
 
 _PREFIX = re.compile(r"^[\w.-]+: run \S+(?: on thread \S+)? \([^)]*\)(?: failed:)?\s*")
 
@@ -228,11 +236,44 @@ def table_rows(result: BatchResult) -> list[dict[str, Any]]:
     return rows
 
 
+def table_keys(batch_key: str, pages: int) -> list[str]:
+    """The keys of a table in ``pages`` artifacts: ``<batch>-runs``, ``<batch>-runs-2``, …"""
+    first = artifact_keys(batch_key)["table"]
+    return [first] + [f"{first}-{page}" for page in range(2, pages + 1)]
+
+
+def table_pages(
+    rows: list[dict[str, Any]], budget: int = TABLE_PAGE_BYTES
+) -> list[tuple[int, str]]:
+    """The rows as JSON arrays, in order: ``(rows in the page, the page's JSON)``, each page
+    at most ``budget`` bytes once escaped into a JSON string (a single row longer than that
+    is a page of its own). At least one page."""
+    pages: list[tuple[int, str]] = []
+    page: list[str] = []
+    size = 2
+    for row in rows:
+        encoded = json.dumps(row, ensure_ascii=False)
+        cost = len(json.dumps(encoded)) + 1  # escaped as an event holds it (ASCII: at most)
+        if page and size + cost > budget:
+            pages.append((len(page), "[" + ",".join(page) + "]"))
+            page, size = [], 2
+        page.append(encoded)
+        size += cost
+    pages.append((len(page), "[" + ",".join(page) + "]"))
+    return pages
+
+
 def summary_markdown(
-    result: BatchResult, *, fail_on: FailOn, seconds: float, resume_hint: str
+    result: BatchResult,
+    *,
+    fail_on: FailOn,
+    seconds: float,
+    resume_hint: str,
+    table: Sequence[str] = (),
 ) -> str:
     """Counts by status, the failed items (a short reason in a table, then each full error,
-    which wraps, with its run and thread), and how to resume."""
+    which wraps, with its run and thread), and how to resume. ``table``: the keys of the
+    table's artifacts, named when there is more than one."""
     failed = result.failed
     lines = [
         f"# Batch `{result.batch_key}`",
@@ -246,6 +287,9 @@ def summary_markdown(
         "|---|---|",
     ]
     lines += [f"| {status} | {n} |" for status, n in sorted(result.counts.items())]
+    if len(table) > 1:
+        names = ", ".join(f"`{key}`" for key in table)
+        lines += ["", f"The table of runs is in {len(table)} artifacts, in order: {names}."]
     if failed:
         lines += [
             "",
@@ -278,15 +322,17 @@ def _fail_on_text(fail_on: FailOn) -> str:
 
 
 class _RowsArtifact(TableArtifact):
-    """A table of :func:`table_rows`, sent as it is.
+    """One page of :func:`table_pages`, sent as it is.
 
     Prefect's ``TableArtifact`` validates every row and walks every cell for NaN before it
     encodes the table: 0.2 s of the flow's CPU at 10,000 rows. These rows hold only
-    strings, None and finite numbers (``table_rows``), so they are encoded once.
+    strings, None and finite numbers (``table_rows``), so they are encoded once, by page.
     """
 
+    encoded: str = ""
+
     async def aformat(self) -> str:
-        return json.dumps(self.table, ensure_ascii=False)
+        return self.encoded
 
 
 async def _create(artifact: Artifact, what: str) -> bool:
@@ -301,20 +347,51 @@ async def _create(artifact: Artifact, what: str) -> bool:
 async def write_final_artifacts(
     result: BatchResult, *, fail_on: FailOn, seconds: float, resume_hint: str
 ) -> dict[str, str]:
-    """Write the table and the summary (at once); returns the keys written."""
+    """Write the table (in pages) and the summary, at once; returns the keys written: the
+    summary's and the table's first page (``artifact_keys`` names them), then any further
+    page as ``table-2``, ``table-3``, …"""
     keys = artifact_keys(result.batch_key)
-    table = _RowsArtifact.model_construct(
-        type="table",
-        key=keys["table"],
-        description=f"Runs of batch `{result.batch_key}`.",
-        table=table_rows(result),
+    rows = table_rows(result)
+    pages = table_pages(rows, TABLE_PAGE_BYTES)
+    page_keys = table_keys(result.batch_key, len(pages))
+    artifacts: list[tuple[str, Artifact]] = []
+    first_row = 1
+    for number, (key, (count, encoded)) in enumerate(zip(page_keys, pages, strict=True), 1):
+        where = ""
+        if len(pages) > 1:
+            following = f"; continued in `{page_keys[number]}`" if number < len(pages) else ""
+            where = (
+                f" Rows {first_row:,}-{first_row + count - 1:,} of {len(rows):,}"
+                f" (page {number} of {len(pages)}){following}."
+            )
+        first_row += count
+        table = _RowsArtifact.model_construct(
+            type="table",
+            key=key,
+            description=f"Runs of batch `{result.batch_key}`.{where}",
+            table=[],
+            encoded=encoded,
+        )
+        artifacts.append((f"table {number}" if number > 1 else "table", table))
+    artifacts.append(
+        (
+            "summary",
+            MarkdownArtifact(
+                key=keys["summary"],
+                description=f"Summary of batch `{result.batch_key}`.",
+                markdown=summary_markdown(
+                    result,
+                    fail_on=fail_on,
+                    seconds=seconds,
+                    resume_hint=resume_hint,
+                    table=page_keys,
+                ),
+            ),
+        )
     )
-    summary = MarkdownArtifact(
-        key=keys["summary"],
-        description=f"Summary of batch `{result.batch_key}`.",
-        markdown=summary_markdown(
-            result, fail_on=fail_on, seconds=seconds, resume_hint=resume_hint
-        ),
-    )
-    done = await asyncio.gather(_create(table, "table"), _create(summary, "summary"))
-    return {name: keys[name] for name, ok in zip(("table", "summary"), done, strict=True) if ok}
+    done = await asyncio.gather(*(_create(artifact, what) for what, artifact in artifacts))
+    return {
+        what.replace(" ", "-"): str(artifact.key)
+        for (what, artifact), ok in zip(artifacts, done, strict=True)
+        if ok
+    }

@@ -10,6 +10,7 @@ parameters included). It asserts:
 * on the emulator's side (its own store, not through the code under test): one run and one
   thread per key, nothing more, each run the one its outcome names, in the same end state;
 * the flow run's parameters, read back from the Prefect API, are under 16 KB;
+* its table artifact holds every item in order, in pages whose Prefect events fit;
 * faults were injected (every kind), and retried;
 * the client process's peak RSS grows by at most :data:`RSS_GROWTH_BOUND_MB`.
 
@@ -37,7 +38,8 @@ from _proxy import ALL_KINDS
 from prefect.client.orchestration import get_client
 
 from prefect_agent_runs import AssistantsCredentials, RunOutcome, RunStatus
-from prefect_agent_runs.flows import run_batch
+from prefect_agent_runs.flows import artifact_keys, run_batch
+from prefect_agent_runs.flows._artifacts import TABLE_PAGE_BYTES
 from prefect_agent_runs.testing._process import end_group, spawn
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -242,6 +244,20 @@ async def test_10000_items_256_in_flight_with_5_percent_faults(
     server = load_server.count(batch_key, tmp_path / "count.json")
     async with get_client() as client:
         flow_run = await client.read_flow_run(state.state_details.flow_run_id)
+        # the table artifact, in pages whose Prefect events fit (1.5 MB each at most)
+        response = await client._client.post(
+            "/artifacts/filter",
+            json={
+                "artifacts": {
+                    "flow_run_id": {"any_": [str(flow_run.id)]},
+                    "type": {"any_": ["table"]},
+                },
+                "sort": "KEY_ASC",
+                "limit": 200,
+            },
+        )
+        response.raise_for_status()
+        tables = {a["key"]: a for a in response.json()}
     parameters_size = len(json.dumps(flow_run.parameters, default=str).encode())
 
     wrong = [_judge(i, o) for i, o in enumerate(result.outcomes)]
@@ -289,6 +305,15 @@ async def test_10000_items_256_in_flight_with_5_percent_faults(
     assert parameters_size < PARAMETER_LIMIT, parameters_size
     assert flow_run.parameters["requests"]["storage"] == "result"
     assert flow_run.parameters["requests"]["count"] == N
+
+    # -- the table: every item once, in order, across pages that each fit an event ---------
+    first = artifact_keys(batch_key)["table"]
+    keys = [first] + [f"{first}-{page}" for page in range(2, len(tables) + 1)]
+    assert sorted(tables) == sorted(keys) and len(keys) >= 2, sorted(tables)
+    rows = [row for key in keys for row in json.loads(tables[key]["data"])]
+    assert [row["key"] for row in rows] == [o.key for o in result.outcomes]
+    assert [row["status"] for row in rows] == [o.status.value for o in result.outcomes]
+    assert max(len(json.dumps(t["data"])) for t in tables.values()) <= TABLE_PAGE_BYTES
 
     # -- faults were injected, of every kind, and retried ----------------------------------
     # ~2 requests per item cross the proxy (thread, streamed run create; polls and a
