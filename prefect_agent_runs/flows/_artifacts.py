@@ -344,54 +344,53 @@ async def _create(artifact: Artifact, what: str) -> bool:
     return True
 
 
-async def write_final_artifacts(
-    result: BatchResult, *, fail_on: FailOn, seconds: float, resume_hint: str
-) -> dict[str, str]:
-    """Write the table (in pages) and the summary, at once; returns the keys written: the
-    summary's and the table's first page (``artifact_keys`` names them), then any further
-    page as ``table-2``, ``table-3``, …"""
-    keys = artifact_keys(result.batch_key)
+def _table_artifacts(result: BatchResult) -> list[tuple[str, Artifact]]:
+    """The table's artifacts, ``(what, artifact)``: ``table``, then ``table-2``, …"""
     rows = table_rows(result)
-    pages = table_pages(rows, TABLE_PAGE_BYTES)
-    page_keys = table_keys(result.batch_key, len(pages))
-    artifacts: list[tuple[str, Artifact]] = []
-    first_row = 1
-    for number, (key, (count, encoded)) in enumerate(zip(page_keys, pages, strict=True), 1):
+    pages = table_pages(rows, TABLE_PAGE_BYTES)  # read here: a test lowers it
+    keys = table_keys(result.batch_key, len(pages))
+    out: list[tuple[str, Artifact]] = []
+    first = 1
+    for number, (key, (count, encoded)) in enumerate(zip(keys, pages, strict=True), 1):
         where = ""
         if len(pages) > 1:
-            following = f"; continued in `{page_keys[number]}`" if number < len(pages) else ""
+            following = f"; continued in `{keys[number]}`" if number < len(pages) else ""
             where = (
-                f" Rows {first_row:,}-{first_row + count - 1:,} of {len(rows):,}"
+                f" Rows {first:,}-{first + count - 1:,} of {len(rows):,}"
                 f" (page {number} of {len(pages)}){following}."
             )
-        first_row += count
-        table = _RowsArtifact.model_construct(
+        first += count
+        artifact = _RowsArtifact.model_construct(
             type="table",
             key=key,
             description=f"Runs of batch `{result.batch_key}`.{where}",
             table=[],
             encoded=encoded,
         )
-        artifacts.append((f"table {number}" if number > 1 else "table", table))
-    artifacts.append(
-        (
-            "summary",
-            MarkdownArtifact(
-                key=keys["summary"],
-                description=f"Summary of batch `{result.batch_key}`.",
-                markdown=summary_markdown(
-                    result,
-                    fail_on=fail_on,
-                    seconds=seconds,
-                    resume_hint=resume_hint,
-                    table=page_keys,
-                ),
-            ),
-        )
+        out.append(("table" if number == 1 else f"table-{number}", artifact))
+    return out
+
+
+async def write_final_artifacts(
+    result: BatchResult, *, fail_on: FailOn, seconds: float, resume_hint: str
+) -> dict[str, str]:
+    """Write the table (in pages) and the summary, at once; returns the keys written: the
+    summary's and the table's first page (``artifact_keys`` names them), then any further
+    page as ``table-2``, ``table-3``, …"""
+    tables = _table_artifacts(result)
+    summary = MarkdownArtifact(
+        key=artifact_keys(result.batch_key)["summary"],
+        description=f"Summary of batch `{result.batch_key}`.",
+        markdown=summary_markdown(
+            result,
+            fail_on=fail_on,
+            seconds=seconds,
+            resume_hint=resume_hint,
+            table=[str(artifact.key) for _, artifact in tables],
+        ),
     )
+    artifacts = [*tables, ("summary", summary)]
     done = await asyncio.gather(*(_create(artifact, what) for what, artifact in artifacts))
     return {
-        what.replace(" ", "-"): str(artifact.key)
-        for (what, artifact), ok in zip(artifacts, done, strict=True)
-        if ok
+        what: str(artifact.key) for (what, artifact), ok in zip(artifacts, done, strict=True) if ok
     }
